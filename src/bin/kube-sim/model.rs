@@ -1,0 +1,3 @@
+//! The simulated cluster's deterministic model.
+//!
+//! OWNER: sim-model helper.

@@ -1,0 +1,371 @@
+//! Cluster state: the nodes to scrape and the Running pods to serve, kept current by watchers.
+//!
+//! Only the fields the pipeline needs are kept, because memory per node and per pod is a
+//! product feature. Reads never take a global lock: nodes are sharded by name and pods by
+//! namespace, so the HPA's "pods in one namespace" query touches one shard.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::selector::Labels;
+
+const SHARDS: usize = 64;
+
+/// Labels as a compact sorted list; most objects have a handful.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSet(pub Box<[(Box<str>, Box<str>)]>);
+
+impl LabelSet {
+    /// Builds a set from any key/value pairs, sorted by key.
+    pub fn from_pairs<K: Into<Box<str>>, V: Into<Box<str>>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut v: Vec<(Box<str>, Box<str>)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Self(v.into_boxed_slice())
+    }
+
+    /// Iterates `(key, value)` in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Labels for LabelSet {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+}
+
+/// The kinds of `status.addresses` entries, in `--kubelet-preferred-address-types` spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeAddressType {
+    Hostname,
+    InternalDNS,
+    InternalIP,
+    ExternalDNS,
+    ExternalIP,
+}
+
+impl NodeAddressType {
+    /// Parses the spelling Kubernetes uses in `status.addresses[].type`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Hostname" => Self::Hostname,
+            "InternalDNS" => Self::InternalDNS,
+            "InternalIP" => Self::InternalIP,
+            "ExternalDNS" => Self::ExternalDNS,
+            "ExternalIP" => Self::ExternalIP,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hostname => "Hostname",
+            Self::InternalDNS => "InternalDNS",
+            Self::InternalIP => "InternalIP",
+            Self::ExternalDNS => "ExternalDNS",
+            Self::ExternalIP => "ExternalIP",
+        }
+    }
+}
+
+/// What the pipeline needs about one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: Arc<str>,
+    pub labels: LabelSet,
+    /// `status.addresses` in the order the node lists them.
+    pub addresses: Box<[(NodeAddressType, Box<str>)]>,
+    /// `status.daemonEndpoints.kubeletEndpoint.port`, 0 when unset.
+    pub kubelet_port: u16,
+    /// The `metrics.k8s.io/resource-metrics-path` annotation, if set.
+    pub metrics_path: Option<Box<str>>,
+    /// `status.allocatable` CPU in millicores and memory in bytes, 0 when unknown.
+    pub allocatable_cpu_millis: u64,
+    pub allocatable_memory_bytes: u64,
+}
+
+impl NodeInfo {
+    /// The first address in `preferred` order, as metrics-server picks it.
+    pub fn preferred_address(
+        &self,
+        preferred: &[NodeAddressType],
+    ) -> Option<(NodeAddressType, &str)> {
+        preferred.iter().find_map(|want| {
+            self.addresses
+                .iter()
+                .find(|(t, _)| t == want)
+                .map(|(t, a)| (*t, &**a))
+        })
+    }
+}
+
+/// What the metrics API needs about one Running pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    pub labels: LabelSet,
+}
+
+type NamespacePods = BTreeMap<Box<str>, Arc<PodInfo>>;
+type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeInfo>>>;
+type PodShard = RwLock<HashMap<Arc<str>, NamespacePods>>;
+
+/// The watched cluster: nodes and Running pods, readable from many threads at once.
+pub struct ClusterState {
+    hasher: std::collections::hash_map::RandomState,
+    nodes: Box<[NodeShard]>,
+    pods: Box<[PodShard]>,
+    nodes_synced: AtomicBool,
+    pods_synced: AtomicBool,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("nodes", &self.node_count())
+            .field("pods", &self.pod_count())
+            .finish()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps half-updated (every update is a
+    // single insert or remove), so a poisoned lock is still safe to read.
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        Self {
+            hasher: Default::default(),
+            nodes: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            pods: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            nodes_synced: AtomicBool::new(false),
+            pods_synced: AtomicBool::new(false),
+        }
+    }
+
+    fn shard<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    /// Adds or replaces a node.
+    pub fn upsert_node(&self, node: NodeInfo) {
+        let shard = self.shard(&*node.name);
+        write(&self.nodes[shard]).insert(Arc::clone(&node.name), Arc::new(node));
+    }
+
+    /// Removes a node; returns whether it was known.
+    pub fn remove_node(&self, name: &str) -> bool {
+        write(&self.nodes[self.shard(name)]).remove(name).is_some()
+    }
+
+    pub fn node(&self, name: &str) -> Option<Arc<NodeInfo>> {
+        read(&self.nodes[self.shard(name)]).get(name).cloned()
+    }
+
+    /// All nodes, sorted by name.
+    pub fn nodes(&self) -> Vec<Arc<NodeInfo>> {
+        let mut all: Vec<Arc<NodeInfo>> = Vec::with_capacity(self.node_count());
+        for shard in self.nodes.iter() {
+            all.extend(read(shard).values().cloned());
+        }
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// Replaces the whole node set (a watcher's re-list), keeping `Arc`s of unchanged nodes.
+    pub fn replace_nodes(&self, nodes: impl IntoIterator<Item = NodeInfo>) {
+        let mut fresh: Vec<HashMap<Arc<str>, Arc<NodeInfo>>> = vec![HashMap::new(); SHARDS];
+        for n in nodes {
+            let shard = self.shard(&*n.name);
+            fresh[shard].insert(Arc::clone(&n.name), Arc::new(n));
+        }
+        for (lock, new) in self.nodes.iter().zip(fresh) {
+            *write(lock) = new;
+        }
+    }
+
+    /// Adds or replaces a pod.
+    pub fn upsert_pod(&self, pod: PodInfo) {
+        let shard = self.shard(&*pod.namespace);
+        let mut guard = write(&self.pods[shard]);
+        guard
+            .entry(Arc::clone(&pod.namespace))
+            .or_default()
+            .insert(pod.name.clone(), Arc::new(pod));
+    }
+
+    /// Removes a pod; returns whether it was known.
+    pub fn remove_pod(&self, namespace: &str, name: &str) -> bool {
+        let mut guard = write(&self.pods[self.shard(namespace)]);
+        let Some(ns) = guard.get_mut(namespace) else {
+            return false;
+        };
+        let removed = ns.remove(name).is_some();
+        if ns.is_empty() {
+            guard.remove(namespace);
+        }
+        removed
+    }
+
+    /// Replaces the whole pod set (a watcher's re-list).
+    pub fn replace_pods(&self, pods: impl IntoIterator<Item = PodInfo>) {
+        let mut fresh: Vec<HashMap<Arc<str>, NamespacePods>> = vec![HashMap::new(); SHARDS];
+        for p in pods {
+            let shard = self.shard(&*p.namespace);
+            fresh[shard]
+                .entry(Arc::clone(&p.namespace))
+                .or_default()
+                .insert(p.name.clone(), Arc::new(p));
+        }
+        for (lock, new) in self.pods.iter().zip(fresh) {
+            *write(lock) = new;
+        }
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodInfo>> {
+        read(&self.pods[self.shard(namespace)])
+            .get(namespace)
+            .and_then(|ns| ns.get(name))
+            .cloned()
+    }
+
+    /// Visits the pods of one namespace, or of all namespaces, in (namespace, name) order.
+    /// The visitor runs under a shard's read lock, so it must not call back into this state.
+    pub fn for_each_pod(&self, namespace: Option<&str>, mut f: impl FnMut(&Arc<PodInfo>)) {
+        match namespace {
+            Some(ns) => {
+                if let Some(pods) = read(&self.pods[self.shard(ns)]).get(ns) {
+                    pods.values().for_each(&mut f);
+                }
+            }
+            None => {
+                let mut namespaces: Vec<(Arc<str>, usize)> = Vec::new();
+                for (i, shard) in self.pods.iter().enumerate() {
+                    namespaces.extend(read(shard).keys().map(|k| (Arc::clone(k), i)));
+                }
+                namespaces.sort_unstable();
+                for (ns, shard) in namespaces {
+                    if let Some(pods) = read(&self.pods[shard]).get(&ns) {
+                        pods.values().for_each(&mut f);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.pods
+            .iter()
+            .map(|s| read(s).values().map(BTreeMap::len).sum::<usize>())
+            .sum()
+    }
+
+    pub fn set_nodes_synced(&self) {
+        self.nodes_synced.store(true, Ordering::Release);
+    }
+
+    pub fn set_pods_synced(&self) {
+        self.pods_synced.store(true, Ordering::Release);
+    }
+
+    pub fn nodes_synced(&self) -> bool {
+        self.nodes_synced.load(Ordering::Acquire)
+    }
+
+    pub fn pods_synced(&self) -> bool {
+        self.pods_synced.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str, app: &str) -> PodInfo {
+        PodInfo {
+            namespace: Arc::from(ns),
+            name: name.into(),
+            labels: LabelSet::from_pairs([("app", app)]),
+        }
+    }
+
+    #[test]
+    fn pods_are_visited_in_namespace_then_name_order() {
+        let state = ClusterState::new();
+        for (ns, name) in [("b", "2"), ("a", "9"), ("b", "1"), ("c", "1"), ("a", "10")] {
+            state.upsert_pod(pod(ns, name, "x"));
+        }
+        let mut seen = Vec::new();
+        state.for_each_pod(None, |p| seen.push(format!("{}/{}", p.namespace, p.name)));
+        assert_eq!(seen, ["a/10", "a/9", "b/1", "b/2", "c/1"]);
+        let mut in_b = Vec::new();
+        state.for_each_pod(Some("b"), |p| in_b.push(p.name.to_string()));
+        assert_eq!(in_b, ["1", "2"]);
+        assert!(state.remove_pod("b", "1"));
+        assert!(!state.remove_pod("b", "1"));
+        assert_eq!(state.pod_count(), 4);
+        assert!(state.pod("a", "9").is_some());
+    }
+
+    #[test]
+    fn label_lookup_and_preferred_address() {
+        let labels = LabelSet::from_pairs([("z", "1"), ("app", "web")]);
+        assert_eq!(labels.get("app"), Some("web"));
+        assert_eq!(labels.get("missing"), None);
+        let node = NodeInfo {
+            name: Arc::from("n1"),
+            labels,
+            addresses: vec![
+                (NodeAddressType::InternalIP, "10.0.0.1".into()),
+                (NodeAddressType::Hostname, "n1".into()),
+            ]
+            .into_boxed_slice(),
+            kubelet_port: 10250,
+            metrics_path: None,
+            allocatable_cpu_millis: 0,
+            allocatable_memory_bytes: 0,
+        };
+        use NodeAddressType::*;
+        assert_eq!(
+            node.preferred_address(&[InternalIP, Hostname]),
+            Some((InternalIP, "10.0.0.1"))
+        );
+        assert_eq!(
+            node.preferred_address(&[Hostname, InternalIP]),
+            Some((Hostname, "n1"))
+        );
+        assert_eq!(node.preferred_address(&[ExternalIP]), None);
+    }
+}

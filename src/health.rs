@@ -1,0 +1,3 @@
+//! `/livez`, `/readyz` and `/healthz` with metrics-server's checks.
+//!
+//! OWNER: options helper.

@@ -1,0 +1,21 @@
+//! metrics-bridge: a drop-in replacement for Kubernetes metrics-server that is also the
+//! cluster's Prometheus target for resource metrics.
+//!
+//! Data flows in one direction:
+//! `cluster` (watchers) → `scrape` (kubelet client) → `parse`/`decode` → `store` → `api` and
+//! `exposition`. Nothing downstream calls back upstream. `server` wires the pieces together.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cluster;
+pub mod decode;
+pub mod duration;
+pub mod health;
+pub mod https;
+pub mod options;
+pub mod parse;
+pub mod scrape;
+pub mod selector;
+pub mod server;
+pub mod status;
+pub mod store;
