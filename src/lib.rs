@@ -12,6 +12,7 @@ pub mod decode;
 pub mod duration;
 pub mod health;
 pub mod https;
+pub mod logging;
 pub mod options;
 pub mod parse;
 pub mod scrape;
