@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::RawQuery;
@@ -136,7 +136,7 @@ impl Health {
     /// - `metadata-informer-sync` (all three endpoints): `pods_synced()`.
     pub fn metrics_server(
         resolution: Duration,
-        last_tick_start: impl Fn() -> Option<Instant> + Send + Sync + 'static,
+        last_tick_start: impl Fn() -> Option<SystemTime> + Send + Sync + 'static,
         store_ready: impl Fn() -> bool + Send + Sync + 'static,
         nodes_synced: impl Fn() -> bool + Send + Sync + 'static,
         pods_synced: impl Fn() -> bool + Send + Sync + 'static,
@@ -215,6 +215,11 @@ impl Health {
             .position(|c| c.name == "shutdown")
             .unwrap_or(checks.len());
         checks.insert(at, Named { name, check });
+    }
+
+    /// The flag behind the `shutdown` check, for wiring that keeps its own handle.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.shutting_down)
     }
 
     /// Makes `/readyz` fail from now on: the process is going away.
@@ -348,16 +353,21 @@ impl IntoResponse for Report {
 /// a slow cache sync does not get the process restarted.
 pub fn collection_timely(
     resolution: Duration,
-    last_tick_start: impl Fn() -> Option<Instant> + Send + Sync + 'static,
+    last_tick_start: impl Fn() -> Option<SystemTime> + Send + Sync + 'static,
 ) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
-    move || timely_at(resolution, last_tick_start(), Instant::now())
+    move || timely_at(resolution, last_tick_start(), SystemTime::now())
 }
 
-fn timely_at(resolution: Duration, last: Option<Instant>, now: Instant) -> Result<(), String> {
+fn timely_at(
+    resolution: Duration,
+    last: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<(), String> {
     let Some(last) = last else {
         return Ok(());
     };
-    let waited = now.saturating_duration_since(last);
+    // A clock stepped backwards reads as "just now", never as a stall.
+    let waited = now.duration_since(last).unwrap_or_default();
     let allowed = resolution.mul_f64(1.5);
     if waited > allowed {
         Err(format!(
@@ -498,7 +508,7 @@ mod tests {
     /// Switches for metrics-server's checks, flipped by tests.
     #[derive(Default)]
     struct State {
-        last_tick: Mutex<Option<Instant>>,
+        last_tick: Mutex<Option<SystemTime>>,
         store_ready: AtomicBool,
         nodes_synced: AtomicBool,
         pods_synced: AtomicBool,
@@ -526,7 +536,7 @@ mod tests {
         state.nodes_synced.store(true, Ordering::Relaxed);
         state.pods_synced.store(true, Ordering::Relaxed);
         if let Ok(mut t) = state.last_tick.lock() {
-            *t = Some(Instant::now());
+            *t = Some(SystemTime::now());
         }
         state
     }
@@ -637,7 +647,7 @@ mod tests {
     async fn a_stalled_collection_fails_liveness() {
         let state = healthy();
         if let Ok(mut t) = state.last_tick.lock() {
-            *t = Instant::now().checked_sub(Duration::from_secs(23));
+            *t = SystemTime::now().checked_sub(Duration::from_secs(23));
         }
         let app = super::router(Arc::new(metrics_server(&state, Duration::from_secs(15))));
         let (status, body, _) = get(&app, "/livez").await;
@@ -704,6 +714,7 @@ mod tests {
         assert_eq!(get(&app, "/readyz/shutdown").await.1, "ok");
         health.begin_shutdown();
         assert!(health.is_shutting_down());
+        assert!(health.shutdown_flag().load(Ordering::Relaxed));
         let (status, body, _) = get(&app, "/readyz").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(
@@ -801,10 +812,12 @@ mod tests {
 
     #[test]
     fn timeliness_allows_one_and_a_half_resolutions() {
-        let now = Instant::now();
+        let now = SystemTime::now();
         let res = Duration::from_secs(10);
         let ago = |s: u64| now.checked_sub(Duration::from_secs(s));
         assert_eq!(timely_at(res, None, now), Ok(()), "before the first tick");
+        let later = now.checked_add(Duration::from_secs(5));
+        assert_eq!(timely_at(res, later, now), Ok(()), "clock stepped back");
         assert_eq!(timely_at(res, ago(15), now), Ok(()));
         assert_eq!(
             timely_at(res, ago(16), now),
