@@ -22,7 +22,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
@@ -159,19 +159,21 @@ where
         event: &Event<'_>,
     ) -> std::fmt::Result {
         let meta = event.metadata();
-        let mut object = Map::new();
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        object.insert("ts".into(), Value::from(ts));
-        object.insert(
-            "level".into(),
+        // Keys in the order readers expect them (ts, level, msg first); a later field with
+        // the same key replaces the earlier one in place.
+        let mut object = Fields::default();
+        object.put("ts", Value::from(ts));
+        object.put(
+            "level",
             Value::from(meta.level().as_str().to_ascii_lowercase()),
         );
-        object.insert("msg".into(), Value::from(""));
-        object.insert("target".into(), Value::from(meta.target()));
+        object.put("msg", Value::from(""));
+        object.put("target", Value::from(meta.target()));
         if let (Some(file), Some(line)) = (meta.file(), meta.line()) {
-            object.insert("caller".into(), Value::from(format!("{file}:{line}")));
+            object.put("caller", Value::from(format!("{file}:{line}")));
         }
         // Span fields, outermost first, so that inner spans and the event override them.
         if let Some(scope) = ctx.event_scope() {
@@ -180,50 +182,68 @@ where
                 if let Some(fields) = extensions.get::<FormattedFields<N>>()
                     && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&fields.fields)
                 {
-                    object.extend(map);
+                    for (key, value) in map {
+                        object.put(&key, value);
+                    }
                 }
             }
         }
-        event.record(&mut JsonVisitor(&mut object));
-        let line = serde_json::to_string(&object).map_err(|_| std::fmt::Error)?;
-        writeln!(writer, "{line}")
+        event.record(&mut object);
+        writer.write_char('{')?;
+        for (i, (key, value)) in object.0.iter().enumerate() {
+            if i > 0 {
+                writer.write_char(',')?;
+            }
+            let key = serde_json::to_string(key).map_err(|_| std::fmt::Error)?;
+            let value = serde_json::to_string(value).map_err(|_| std::fmt::Error)?;
+            write!(writer, "{key}:{value}")?;
+        }
+        writer.write_str("}\n")
     }
 }
 
-/// Records event fields into the JSON object; `message` becomes `msg`.
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// An event's keys and values, in order.
+#[derive(Default)]
+struct Fields(Vec<(String, Value)>);
 
-impl JsonVisitor<'_> {
-    fn put(&mut self, field: &Field, value: Value) {
+impl Fields {
+    fn put(&mut self, key: &str, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key.to_string(), value)),
+        }
+    }
+
+    fn field(&mut self, field: &Field, value: Value) {
         let key = match field.name() {
             "message" => "msg",
             name => name,
         };
-        self.0.insert(key.to_string(), value);
+        self.put(key, value);
     }
 }
 
-impl Visit for JsonVisitor<'_> {
+impl Visit for Fields {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, Value::from(value));
+        self.field(field, Value::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.field(field, Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.field(field, Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::from(value));
+        self.field(field, Value::from(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::from(value));
+        self.field(field, Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::from(value.to_string()));
+        self.field(field, Value::from(value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, Value::from(format!("{value:?}")));
+        self.field(field, Value::from(format!("{value:?}")));
     }
 }
 
@@ -318,6 +338,10 @@ mod tests {
         });
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 1, "{out}");
+        assert!(
+            lines[0].starts_with("{\"ts\":") && lines[0].contains(",\"level\":\"warn\",\"msg\":"),
+            "ts, level and msg come first: {out}"
+        );
         let v: Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {out}"));
         assert_eq!(v["level"], "warn");
         assert_eq!(v["msg"], "kubelet \"said\" no");

@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::io::Write as _;
 
 use super::*;
 
@@ -36,14 +35,20 @@ fn err(args: &[&str]) -> String {
     }
 }
 
-fn temp_config(ext: &str, text: &str) -> tempfile::NamedTempFile {
-    let mut f = tempfile::Builder::new()
-        .suffix(ext)
-        .tempfile()
-        .unwrap_or_else(|e| panic!("temp file: {e}"));
-    f.write_all(text.as_bytes())
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    f
+/// A config file in its own temporary directory, which lives as long as the returned guard.
+struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+fn temp_config(ext: &str, text: &str) -> ConfigFile {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let path = dir.path().join(format!("metrics-bridge{ext}"));
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    ConfigFile {
+        _dir: dir,
+        path: path.to_string_lossy().into_owned(),
+    }
 }
 
 #[test]
@@ -530,7 +535,7 @@ fn precedence_is_defaults_then_file_then_env_then_flags() {
         "metric-resolution: 30s\nkubelet-port: 1111\nsecure-port: 2222\nv: 1\n\
          requestheader-allowed-names: [a, b]\n",
     );
-    let path = file.path().to_string_lossy().into_owned();
+    let path = file.path.clone();
     let config = format!("--config={path}");
     let (o, _) = run_with(
         &[&config, "--secure-port=4444"],
@@ -592,7 +597,7 @@ fn errors_name_the_variable_or_the_key_and_file() {
         "invalid value \"soon\" for METRICS_BRIDGE_METRIC_RESOLUTION: invalid duration \"soon\""
     );
     let file = temp_config(".yaml", "kubelet-port: 99999\n");
-    let path = file.path().to_string_lossy().into_owned();
+    let path = file.path.clone();
     let e = run_with(&[&format!("--config={path}")], &[]).unwrap_err();
     assert_eq!(
         e,
@@ -602,7 +607,7 @@ fn errors_name_the_variable_or_the_key_and_file() {
         )
     );
     let file = temp_config(".yaml", "kubelet-prot: 1\n");
-    let path = file.path().to_string_lossy().into_owned();
+    let path = file.path.clone();
     let e = run_with(&[&format!("--config={path}")], &[]).unwrap_err();
     assert_eq!(
         e,
@@ -791,7 +796,7 @@ fn the_commented_examples_are_valid_settings() {
         assert!(count >= 10, "{name}: only {count} commented settings found");
         let ext = if sep == ':' { ".yaml" } else { ".toml" };
         let file = temp_config(ext, &uncommented);
-        let config = format!("--config={}", file.path().display());
+        let config = format!("--config={}", file.path);
         if let Err(e) = run(&[&config]) {
             panic!("{name} with every example uncommented: {e}\n{uncommented}");
         }
