@@ -87,7 +87,8 @@ pub struct ServingOptions {
     pub bind_address: IpAddr,
     /// `--secure-port` (443); 0 asks the OS for a free port.
     pub secure_port: u16,
-    /// `--cert-dir`.
+    /// `--cert-dir`: where the self-signed certificate is kept when no `--tls-cert-file` is
+    /// given. Empty keeps it in memory only, as in metrics-server.
     pub cert_dir: PathBuf,
     /// `--tls-cert-file` and `--tls-private-key-file`: both or neither.
     pub tls_cert_file: Option<PathBuf>,
@@ -494,7 +495,12 @@ fn describe(flag: &Flag, source: &Source) -> String {
     }
 }
 
-fn invalid(flag: &Flag, source: &Source, value: &str, reason: ValueError) -> OptionsError {
+pub(crate) fn invalid(
+    flag: &Flag,
+    source: &Source,
+    value: &str,
+    reason: ValueError,
+) -> OptionsError {
     OptionsError::InvalidValue {
         what: describe(flag, source),
         value: value.to_string(),

@@ -40,8 +40,8 @@ pub(crate) fn parse(args: &[String]) -> Result<CommandLine, OptionsError> {
             continue;
         };
         match (flag.name, flag.support) {
-            ("help", _) => out.help = values_true(&values)?,
-            ("version", _) => out.version = values_true(&values)?,
+            ("help", _) => out.help = last_bool(flag, &values)?,
+            ("version", _) => out.version = last_bool(flag, &values)?,
             (_, Support::No { harmless }) => {
                 if !is_harmless(flag, harmless, &values) {
                     let index = matches.index_of(flag.name).unwrap_or(usize::MAX);
@@ -79,11 +79,10 @@ pub(crate) fn is_harmless(flag: &Flag, harmless: Option<&str>, values: &[String]
     })
 }
 
-fn values_true(values: &[String]) -> Result<bool, OptionsError> {
+/// The last value of a boolean flag given on the command line.
+fn last_bool(flag: &Flag, values: &[String]) -> Result<bool, OptionsError> {
     match values.last() {
-        Some(v) => parse_go_bool(v).map_err(|_| {
-            OptionsError::CommandLine(format!("invalid value {v:?}: expected true or false"))
-        }),
+        Some(v) => parse_go_bool(v).map_err(|e| super::invalid(flag, &Source::Flag, v, e)),
         None => Ok(false),
     }
 }
@@ -161,6 +160,17 @@ fn clap_error(err: &clap::Error, args: &[String]) -> OptionsError {
             if arg.starts_with('-') && arg != "-" && !after_double_dash(&arg, args) =>
         {
             let flag = arg.split('=').next().unwrap_or(&arg).to_string();
+            // pflag's wording for `--=x` and `---x`, which name no flag at all.
+            let name = flag.trim_start_matches('-');
+            if name.is_empty() || flag.starts_with("---") {
+                // clap reports `--=x` as `--`; name the argument as it was written.
+                let written = args
+                    .iter()
+                    .skip(1)
+                    .find(|a| **a == arg || a.starts_with(&format!("{arg}=")))
+                    .unwrap_or(&arg);
+                return OptionsError::CommandLine(format!("bad flag syntax: {written}"));
+            }
             OptionsError::UnknownFlag {
                 flag,
                 suggestion: context(ContextKind::SuggestedArg),
@@ -373,5 +383,19 @@ mod tests {
         assert!(!parse_args(&["--version=false"]).unwrap().version);
         assert!(parse_args(&["-h"]).unwrap().help);
         assert!(parse_args(&["--help"]).unwrap().help);
+        assert_eq!(
+            parse_args(&["--version=maybe"]).unwrap_err().to_string(),
+            "invalid value \"maybe\" for --version: must be true or false"
+        );
+    }
+
+    #[test]
+    fn malformed_flags_are_bad_syntax() {
+        for arg in ["--=x", "---x"] {
+            assert_eq!(
+                parse_args(&[arg]).unwrap_err().to_string(),
+                format!("bad flag syntax: {arg}")
+            );
+        }
     }
 }

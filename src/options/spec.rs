@@ -376,6 +376,13 @@ pub(crate) static FLAGS: &[Flag] = &[
          Ki, Mi, Gi, k, M, G.",
     )),
     unsupported(
+        "kubelet-certificate-authority-text",
+        Text,
+        Some(""),
+        Kubelet,
+        "CA bundle as PEM text instead of a file.",
+    ),
+    unsupported(
         "deprecated-kubelet-completely-insecure",
         Bool,
         Some("false"),
