@@ -19,6 +19,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::NodeAddressType;
@@ -110,6 +111,16 @@ impl ServingOptions {
     /// defaults.
     pub fn rustls_cipher_suites(&self) -> Option<Vec<rustls::SupportedCipherSuite>> {
         tls::rustls_cipher_suites(&self.tls_cipher_suites)
+    }
+
+    /// The ring crypto provider with [`ServingOptions::rustls_cipher_suites`] applied: what a
+    /// rustls `ServerConfig` for the secure port is built from.
+    pub fn rustls_provider(&self) -> Arc<rustls::crypto::CryptoProvider> {
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(suites) = self.rustls_cipher_suites() {
+            provider.cipher_suites = suites;
+        }
+        Arc::new(provider)
     }
 
     /// The rustls protocol versions `--tls-min-version` allows.
@@ -734,6 +745,20 @@ impl Layers {
                 "--kubelet-insecure-tls: kubelet serving certificates are not verified, so \
                  anyone able to intercept kubelet traffic can feed false metrics; use \
                  --kubelet-certificate-authority outside test clusters"
+                    .into(),
+            );
+        }
+        let serving = &options.serving;
+        if !serving.tls_cipher_suites.is_empty()
+            && serving.tls_min_version < TlsVersion::Tls13
+            && !serving
+                .tls_cipher_suites
+                .iter()
+                .any(|name| tls::is_tls12_suite(name))
+        {
+            warnings.push(
+                "--tls-cipher-suites names no TLS 1.2 cipher suite, so only TLS 1.3 clients can \
+                 connect; add a TLS 1.2 suite or set --tls-min-version=VersionTLS13"
                     .into(),
             );
         }

@@ -428,6 +428,33 @@ fn serving_values_are_checked() {
     );
     let o = run(&["--tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]).unwrap();
     assert_eq!(o.serving.rustls_cipher_suites().map(|s| s.len()), Some(4));
+    assert_eq!(o.serving.rustls_provider().cipher_suites.len(), 4);
+    assert_eq!(
+        Options::default()
+            .serving
+            .rustls_provider()
+            .cipher_suites
+            .len(),
+        rustls::crypto::ring::default_provider().cipher_suites.len()
+    );
+    // Only TLS 1.3 names: Go would accept and serve TLS 1.3 alone; say so.
+    let (_, warnings) = run_with(&["--tls-cipher-suites=TLS_AES_128_GCM_SHA256"], &[]).unwrap();
+    assert_eq!(
+        warnings,
+        [
+            "--tls-cipher-suites names no TLS 1.2 cipher suite, so only TLS 1.3 clients can \
+          connect; add a TLS 1.2 suite or set --tls-min-version=VersionTLS13"
+        ]
+    );
+    let (_, warnings) = run_with(
+        &[
+            "--tls-cipher-suites=TLS_AES_128_GCM_SHA256",
+            "--tls-min-version=VersionTLS13",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
     assert!(Options::default().serving.rustls_cipher_suites().is_none());
     assert_eq!(o.serving.rustls_protocol_versions().len(), 2);
 }

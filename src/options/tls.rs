@@ -89,6 +89,13 @@ pub(crate) fn check_cipher_suite(name: &str) -> Result<(), String> {
     Err(format!("unknown cipher suite {name:?}"))
 }
 
+/// Whether `name` is a TLS 1.2 suite rustls implements.
+pub(crate) fn is_tls12_suite(name: &str) -> bool {
+    RUSTLS_SUITES
+        .iter()
+        .any(|(n, s)| *n == name && s.version() == &rustls::version::TLS12)
+}
+
 /// The rustls suites for a validated `--tls-cipher-suites` list, in Go's semantics: the list
 /// restricts TLS 1.2 only and every TLS 1.3 suite stays enabled. `None` for an empty list
 /// (the provider's defaults).
