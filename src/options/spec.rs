@@ -736,7 +736,7 @@ fn supported_in(group: Group) -> Vec<&'static Flag> {
 /// The `--help` text.
 pub(crate) fn help() -> String {
     let mut out = String::from(
-        "metrics-bridge: a drop-in replacement for Kubernetes metrics-server that is also the \
+        "metrics-bridge: a drop-in replacement for Kubernetes metrics-server that is also the\n\
          cluster's Prometheus target for resource metrics.\n\nUsage:\n  metrics-bridge [flags]\n",
     );
     for group in Group::ALL {
@@ -755,14 +755,46 @@ pub(crate) fn help() -> String {
             if f.origin == Origin::Ours {
                 help.push_str(" [metrics-bridge only]");
             }
-            let _ = writeln!(out, "{lead:<50} {help}");
+            push_wrapped(&mut out, &lead, &help);
         }
     }
     out.push_str(
-        "\nmetrics-server flags that metrics-bridge does not support yet are rejected with an \
-         error naming them; see docs/flags.md.\n",
+        "\nmetrics-server flags that metrics-bridge does not support yet are rejected with an\n\
+         error naming them. Settings can also come from --config FILE and METRICS_BRIDGE_<FLAG>\n\
+         variables; see docs/flags.md.\n",
     );
     out
+}
+
+/// Appends `lead` and `text` as a help entry: the text starts in column 44 (or on the next
+/// line after a long lead) and wraps at 100 columns.
+fn push_wrapped(out: &mut String, lead: &str, text: &str) {
+    const INDENT: usize = 44;
+    const WIDTH: usize = 100;
+    out.push_str(lead);
+    let mut column = lead.len();
+    if column + 1 > INDENT {
+        out.push('\n');
+        column = 0;
+    }
+    let mut first = true;
+    for word in text.split_whitespace() {
+        if !first && column + 1 + word.len() > WIDTH {
+            out.push('\n');
+            column = 0;
+        }
+        if column < INDENT {
+            out.extend(std::iter::repeat_n(' ', INDENT - column));
+            column = INDENT;
+        } else {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += word.len();
+        first = false;
+    }
+    out.push('\n');
 }
 
 /// The flag tables of `docs/flags.md`, between its `BEGIN`/`END GENERATED` markers. A unit
@@ -887,6 +919,21 @@ mod tests {
                 assert!(matches!(v, "true" | "false"), "{}", f.name);
             }
         }
+    }
+
+    #[test]
+    fn help_wraps_at_100_columns_with_the_text_aligned() {
+        let help = help();
+        for line in help.lines() {
+            assert!(line.chars().count() <= 100, "too long: {line:?}");
+        }
+        let mut out = String::new();
+        push_wrapped(&mut out, "  --x", "short text");
+        assert_eq!(out, format!("  --x{}short text\n", " ".repeat(39)));
+        let mut out = String::new();
+        let long_lead = format!("  --{}", "y".repeat(45));
+        push_wrapped(&mut out, &long_lead, "text");
+        assert_eq!(out, format!("{long_lead}\n{}text\n", " ".repeat(44)));
     }
 
     #[test]
