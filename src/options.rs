@@ -462,18 +462,26 @@ fn env_settings(
         } else {
             vec![value]
         };
-        let source = Source::Env(var);
-        match flag.support {
-            Support::No { harmless } if !cli::is_harmless(flag, harmless, &values) => {
-                return Err(unsupported(flag, &source));
-            }
-            Support::No { .. } => {}
-            Support::Yes | Support::NoEffect { .. } => {
-                settings.push((flag, Setting { values, source }));
-            }
-        }
+        settings.extend(admit(flag, values, Source::Env(var))?);
     }
     Ok(settings)
+}
+
+/// What one layer's values for `flag` become: a setting when the flag is supported (or has
+/// no effect), nothing when it is unsupported but given its harmless value, else the error
+/// that names it.
+pub(crate) fn admit(
+    flag: &'static Flag,
+    values: Vec<String>,
+    source: Source,
+) -> Result<Option<(&'static Flag, Setting)>, OptionsError> {
+    match flag.support {
+        Support::No { harmless } if !cli::is_harmless(flag, harmless, &values) => {
+            Err(unsupported(flag, &source))
+        }
+        Support::No { .. } => Ok(None),
+        Support::Yes | Support::NoEffect { .. } => Ok(Some((flag, Setting { values, source }))),
+    }
 }
 
 /// The error for an unsupported flag set from `source`.
@@ -506,6 +514,7 @@ fn describe(flag: &Flag, source: &Source) -> String {
     }
 }
 
+/// The error for a value `flag` cannot take, naming where it came from.
 pub(crate) fn invalid(
     flag: &Flag,
     source: &Source,

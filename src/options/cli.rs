@@ -13,7 +13,7 @@
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::spec::{self, Flag, Kind, Scope, Support};
+use super::spec::{self, Flag, Kind, Scope};
 use super::{OptionsError, Setting, Source, parse_go_bool};
 
 /// What the command line asked for.
@@ -39,24 +39,19 @@ pub(crate) fn parse(args: &[String]) -> Result<CommandLine, OptionsError> {
         let Some(values) = values_of(&matches, flag.name) else {
             continue;
         };
-        match (flag.name, flag.support) {
-            ("help", _) => out.help = last_bool(flag, &values)?,
-            ("version", _) => out.version = last_bool(flag, &values)?,
-            (_, Support::No { harmless }) => {
-                if !is_harmless(flag, harmless, &values) {
+        match flag.name {
+            "help" => out.help = last_bool(flag, &values)?,
+            "version" => out.version = last_bool(flag, &values)?,
+            _ => match super::admit(flag, values, Source::Flag) {
+                Ok(setting) => out.settings.extend(setting),
+                Err(err) => {
+                    // Name the first unsupported flag as written on the command line.
                     let index = matches.index_of(flag.name).unwrap_or(usize::MAX);
                     if unsupported.as_ref().is_none_or(|(i, _)| index < *i) {
-                        unsupported = Some((index, super::unsupported(flag, &Source::Flag)));
+                        unsupported = Some((index, err));
                     }
                 }
-            }
-            _ => out.settings.push((
-                flag,
-                Setting {
-                    values,
-                    source: Source::Flag,
-                },
-            )),
+            },
         }
     }
     match unsupported {

@@ -8,9 +8,8 @@ use std::path::Path;
 
 use config::{FileFormat, Value, ValueKind};
 
-use super::spec::{self, Flag, Kind, Scope, Support};
+use super::spec::{self, Flag, Kind, Scope};
 use super::{OptionsError, Setting, Source};
-use crate::options::cli::is_harmless;
 
 /// Reads `path` and returns the settings it makes, sorted by key.
 pub(crate) fn load(path: &Path) -> Result<Vec<(&'static Flag, Setting)>, OptionsError> {
@@ -78,19 +77,7 @@ pub(crate) fn parse(
             ));
         }
         let values = values(flag, value).map_err(|p| key_error(&key, p))?;
-        match flag.support {
-            Support::No { harmless } if !is_harmless(flag, harmless, &values) => {
-                return Err(super::unsupported(flag, &source));
-            }
-            Support::No { .. } => {}
-            Support::Yes | Support::NoEffect { .. } => settings.push((
-                flag,
-                Setting {
-                    values,
-                    source: source.clone(),
-                },
-            )),
-        }
+        settings.extend(super::admit(flag, values, source.clone())?);
     }
     Ok(settings)
 }
