@@ -55,9 +55,11 @@ pub enum PkiError {
     Random,
 }
 
-/// The crypto provider every TLS configuration of kube-sim uses (ring, as the project rules say).
+/// The crypto provider every TLS configuration of kube-sim uses (ring, as the project rules
+/// say), built once and shared: thousands of kubelet configurations point at the same one.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
 
 /// A certificate authority that can issue certificates.
@@ -372,6 +374,18 @@ impl std::fmt::Debug for ClientCaBundle {
     }
 }
 
+impl ClientCaBundle {
+    /// The TLS-layer verifier for servers that authenticate against this bundle: requests a
+    /// client certificate, hinting this bundle's subjects, and leaves verification to
+    /// [`ClientCaBundle::verify`].
+    pub fn request_verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(RequestClientCert {
+            hints: self.hints.clone(),
+            provider: provider(),
+        })
+    }
+}
+
 /// A serving TLS configuration that requests (not requires) client certificates, hinting the
 /// client CA subjects, with HTTP/2 and HTTP/1.1 by ALPN.
 pub fn serving_config(
@@ -379,10 +393,16 @@ pub fn serving_config(
     client_cas: &ClientCaBundle,
     what: &str,
 ) -> Result<Arc<ServerConfig>, PkiError> {
-    let verifier = Arc::new(RequestClientCert {
-        hints: client_cas.hints.clone(),
-        provider: provider(),
-    });
+    serving_config_with(key, client_cas.request_verifier(), None, what)
+}
+
+/// [`serving_config`] with a shared verifier and, optionally, a shared session cache.
+pub fn serving_config_with(
+    key: Arc<CertifiedKey>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    sessions: Option<Arc<dyn rustls::server::StoresServerSessions>>,
+    what: &str,
+) -> Result<Arc<ServerConfig>, PkiError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| PkiError::Tls {
@@ -392,6 +412,9 @@ pub fn serving_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
     config.alpn_protocols = metrics_bridge::https::alpn(true);
+    if let Some(sessions) = sessions {
+        config.session_storage = sessions;
+    }
     Ok(Arc::new(config))
 }
 

@@ -1,0 +1,368 @@
+//! The `/sim/*` control endpoints (admin only, on the API server) and the background dynamics
+//! (pod churn, container restarts). Every change goes through the model and comes out as real
+//! watch events; node additions and removals start and stop kubelets.
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `GET /sim/expected` | what a correct pipeline reports now (the model's `expected(now)`) |
+//! | `GET /sim/info` | URLs, ports, counts, revision, faults, rates |
+//! | `POST /sim/pods?count=N` | creates N pods |
+//! | `DELETE /sim/pods?count=N` | deletes N pods chosen from the seed |
+//! | `DELETE /sim/pods/NS/NAME` | deletes one pod |
+//! | `POST /sim/restart?namespace=NS&pod=NAME[&container=C]` | restarts a container (all of the pod's without `container`) |
+//! | `POST /sim/nodes?count=N` | adds N nodes (and their kubelets and pods) |
+//! | `DELETE /sim/nodes/NAME` | removes a node, its kubelet and its pods |
+//! | `GET /sim/faults` | the kubelet faults set now |
+//! | `PUT /sim/faults/NODE?fault=KIND` | sets a kubelet fault (see `--fault`) |
+//! | `DELETE /sim/faults/NODE` | clears it |
+//! | `PUT /sim/churn?podsPerMinute=X&restartsPerMinute=Y` | sets the background rates (either or both) |
+//! | `POST /sim/compact` | drops the watch history: older resourceVersions get 410 |
+//! | `POST /sim/rotate-ca?ca=client\|front-proxy[&keepOld=true]` | rotates a CA, rewrites the files and the ConfigMap |
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, StatusCode, header};
+use metrics_bridge::selector::{FieldSelector, LabelSelector};
+use metrics_bridge::status::Status;
+use serde_json::{Value, json};
+
+use crate::apiserver::request::{Query, query_get};
+use crate::kubelet::{Fault, Kubelets};
+use crate::model::{Change, Model};
+use crate::objects::{Kind, ListRequest, Object, Store};
+use crate::pki::{Pki, WhichCa};
+
+/// Background rates, per minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rates {
+    pub pods_per_minute: f64,
+    pub restarts_per_minute: f64,
+}
+
+/// The control plane of the simulation.
+pub struct Control {
+    model: Arc<Model>,
+    store: Arc<Store>,
+    kubelets: Arc<Kubelets>,
+    pki: Arc<Pki>,
+    server_url: String,
+    rates: tokio::sync::watch::Sender<Rates>,
+    rng: Mutex<u64>,
+    changes_applied: AtomicU64,
+}
+
+fn ok(body: Value) -> Response {
+    let mut res = (StatusCode::OK, body.to_string()).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn count(query: &Query) -> Result<usize, Status> {
+    let raw = query_get(query, "count").unwrap_or("1");
+    raw.parse::<usize>()
+        .map_err(|_| Status::bad_request(format!("count must be a non-negative integer, not {raw:?}")))
+}
+
+fn rate(query: &Query, name: &str) -> Result<Option<f64>, Status> {
+    match query_get(query, name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|r| r.is_finite() && *r >= 0.0)
+            .map(Some)
+            .ok_or_else(|| Status::bad_request(format!("{name} must be a non-negative number, not {v:?}"))),
+    }
+}
+
+impl Control {
+    pub fn new(
+        model: Arc<Model>,
+        store: Arc<Store>,
+        kubelets: Arc<Kubelets>,
+        pki: Arc<Pki>,
+        server_url: String,
+        rates: Rates,
+        seed: u64,
+    ) -> Control {
+        Control {
+            model,
+            store,
+            kubelets,
+            pki,
+            server_url,
+            rates: tokio::sync::watch::channel(rates).0,
+            rng: Mutex::new(seed ^ 0x5851_f42d_4c95_7f2d),
+            changes_applied: AtomicU64::new(0),
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut s = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // splitmix64
+        *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Publishes the model's changes: kubelets of new nodes start before their Node object
+    /// appears (so a watcher never scrapes a node that is not listening yet), and kubelets of
+    /// removed nodes stop after the deletion is published. Returns a summary per change.
+    pub async fn apply(&self, changes: Vec<Change>) -> Vec<String> {
+        let mut summary = Vec::with_capacity(changes.len());
+        for change in changes {
+            let result = match change {
+                Change::UpsertNamespace(ns) => {
+                    let name = ns.metadata.name.clone().unwrap_or_default();
+                    summary.push(format!("namespace {name}"));
+                    self.store.upsert(Object::Namespace(ns)).map(|_| ())
+                }
+                Change::UpsertNode(node) => {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    if self.store.get(Kind::Node, "", &name).is_none() {
+                        if let Some(id) = self.model.node_id(&name) {
+                            if let Err(e) = self.kubelets.start(id, None).await {
+                                tracing::error!(node = %name, error = %e, "starting the kubelet failed");
+                            }
+                        }
+                    }
+                    summary.push(format!("node {name}"));
+                    self.store.upsert(Object::Node(node)).map(|_| ())
+                }
+                Change::DeleteNode { name } => {
+                    self.store.delete(Kind::Node, "", &name);
+                    self.kubelets.remove(&name);
+                    summary.push(format!("deleted node {name}"));
+                    Ok(())
+                }
+                Change::UpsertPod(pod) => {
+                    summary.push(format!(
+                        "pod {}/{}",
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        pod.metadata.name.as_deref().unwrap_or("")
+                    ));
+                    self.store.upsert(Object::Pod(pod)).map(|_| ())
+                }
+                Change::DeletePod { namespace, name } => {
+                    self.store.delete(Kind::Pod, &namespace, &name);
+                    summary.push(format!("deleted pod {namespace}/{name}"));
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "publishing a change failed");
+            }
+            self.changes_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        summary
+    }
+
+    /// A Running pod chosen by the control's random stream.
+    fn random_running_pod(&self) -> Option<(String, String)> {
+        let labels = LabelSelector::default();
+        let fields = FieldSelector::parse("status.phase=Running").ok()?;
+        let snap = self
+            .store
+            .list(
+                Kind::Pod,
+                &ListRequest {
+                    namespace: None,
+                    labels: &labels,
+                    fields: &fields,
+                    limit: 0,
+                    after: None,
+                    at: None,
+                },
+            )
+            .ok()?;
+        if snap.items.is_empty() {
+            return None;
+        }
+        let i = (self.next_random() % snap.items.len() as u64) as usize;
+        let p = snap.items.get(i)?;
+        Some((p.namespace.to_string(), p.name.to_string()))
+    }
+
+    /// Runs pod churn and container restarts at the current rates until `shutdown`.
+    pub async fn run_dynamics(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut rates = self.rates.subscribe();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut churn_due, mut restart_due) = (0.0f64, 0.0f64);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let r = *rates.borrow_and_update();
+            churn_due += r.pods_per_minute / 240.0;
+            restart_due += r.restarts_per_minute / 240.0;
+            while churn_due >= 1.0 {
+                churn_due -= 1.0;
+                let now = SystemTime::now();
+                let deleted = self.model.delete_pods(1);
+                self.apply(deleted).await;
+                let created = self.model.create_pods(1, now);
+                self.apply(created).await;
+            }
+            while restart_due >= 1.0 {
+                restart_due -= 1.0;
+                if let Some((ns, pod)) = self.random_running_pod() {
+                    let changes = self.model.restart_container(&ns, &pod, None, SystemTime::now());
+                    self.apply(changes).await;
+                }
+            }
+        }
+    }
+
+    /// Serves `/sim/*`.
+    pub async fn handle(&self, method: &Method, path: &str, query: &Query, _body: Body) -> Response {
+        match self.route(method, path, query).await {
+            Ok(r) => r,
+            Err(s) => s.into_response(),
+        }
+    }
+
+    async fn route(&self, method: &Method, path: &str, query: &Query) -> Result<Response, Status> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').skip(1).collect();
+        let now = SystemTime::now();
+        match (method.as_str(), segs.as_slice()) {
+            ("GET", ["expected"]) => {
+                let expected = self.model.expected(now);
+                serde_json::to_value(&expected)
+                    .map(ok)
+                    .map_err(|e| Status::internal(e.to_string()))
+            }
+            ("GET", ["info"]) => Ok(ok(self.info())),
+            ("POST", ["pods"]) => {
+                let n = count(query)?;
+                let changes = self.model.create_pods(n, now);
+                Ok(ok(json!({"changes": self.apply(changes).await})))
+            }
+            ("DELETE", ["pods"]) => {
+                let n = count(query)?;
+                let changes = self.model.delete_pods(n);
+                Ok(ok(json!({"changes": self.apply(changes).await})))
+            }
+            ("DELETE", ["pods", ns, name]) => {
+                let changes = self.model.delete_pod(ns, name);
+                if changes.is_empty() {
+                    return Err(Status::not_found("", "pods", name));
+                }
+                Ok(ok(json!({"changes": self.apply(changes).await})))
+            }
+            ("POST", ["restart"]) => {
+                let ns = query_get(query, "namespace").ok_or_else(|| Status::bad_request("namespace is required"))?;
+                let pod = query_get(query, "pod").ok_or_else(|| Status::bad_request("pod is required"))?;
+                let container = query_get(query, "container");
+                let changes = self.model.restart_container(ns, pod, container, now);
+                if changes.is_empty() {
+                    return Err(Status::not_found("", "pods", pod));
+                }
+                Ok(ok(json!({"changes": self.apply(changes).await})))
+            }
+            ("POST", ["nodes"]) => {
+                let n = count(query)?;
+                let changes = self.model.add_nodes(n, now);
+                Ok(ok(json!({"changes": self.apply(changes).await})))
+            }
+            ("DELETE", ["nodes", name]) => {
+                let changes = self.model.remove_node(name);
+                if changes.is_empty() {
+                    return Err(Status::not_found("", "nodes", name));
+                }
+                Ok(ok(json!({"changes": self.apply(changes).await})))
+            }
+            ("GET", ["faults"]) => Ok(ok(self.faults_json())),
+            ("PUT", ["faults", node]) | ("POST", ["faults", node]) => {
+                let raw = query_get(query, "fault").ok_or_else(|| Status::bad_request("fault is required, e.g. ?fault=http500"))?;
+                let fault: Fault = raw.parse().map_err(|e: crate::kubelet::KubeletError| Status::bad_request(e.to_string()))?;
+                self.kubelets
+                    .set_fault(node, Some(fault))
+                    .await
+                    .map_err(|e| Status::not_found("", "nodes", &e.to_string()))?;
+                Ok(ok(self.faults_json()))
+            }
+            ("DELETE", ["faults", node]) => {
+                self.kubelets
+                    .set_fault(node, None)
+                    .await
+                    .map_err(|e| Status::not_found("", "nodes", &e.to_string()))?;
+                Ok(ok(self.faults_json()))
+            }
+            ("PUT", ["churn"]) | ("POST", ["churn"]) => {
+                let pods = rate(query, "podsPerMinute")?;
+                let restarts = rate(query, "restartsPerMinute")?;
+                self.rates.send_modify(|r| {
+                    if let Some(p) = pods {
+                        r.pods_per_minute = p;
+                    }
+                    if let Some(x) = restarts {
+                        r.restarts_per_minute = x;
+                    }
+                });
+                Ok(ok(self.info()))
+            }
+            ("POST", ["compact"]) => {
+                self.store.compact();
+                Ok(ok(json!({"compactedAt": self.store.revision().to_string()})))
+            }
+            ("POST", ["rotate-ca"]) => {
+                let which = match query_get(query, "ca") {
+                    Some("client") => WhichCa::Client,
+                    Some("front-proxy") => WhichCa::FrontProxy,
+                    other => {
+                        return Err(Status::bad_request(format!(
+                            "ca must be \"client\" or \"front-proxy\", not {other:?}"
+                        )));
+                    }
+                };
+                let keep_old = query_get(query, "keepOld").is_some_and(|v| v == "true" || v == "1");
+                let cur = self.pki.rotate(which, keep_old).map_err(|e| Status::internal(e.to_string()))?;
+                self.pki
+                    .write_rotating(&self.server_url, &cur)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let cm = crate::apiserver::auth_configmap(&self.pki, SystemTime::now());
+                self.store.upsert(cm).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(ok(json!({"generation": cur.generation})))
+            }
+            _ => Err(Status::path_not_found()),
+        }
+    }
+
+    fn faults_json(&self) -> Value {
+        let faults: serde_json::Map<String, Value> = self
+            .kubelets
+            .faults()
+            .into_iter()
+            .map(|(n, f)| (n, json!(f.to_string())))
+            .collect();
+        Value::Object(faults)
+    }
+
+    fn info(&self) -> Value {
+        let r = *self.rates.borrow();
+        json!({
+            "apiserver": self.server_url,
+            "kubeletPort": self.kubelets.port(),
+            "kubelets": self.kubelets.len(),
+            "nodes": self.store.len(Kind::Node),
+            "pods": self.store.len(Kind::Pod),
+            "resourceVersion": self.store.revision().to_string(),
+            "kubeletRequests": self.kubelets.requests(),
+            "changesApplied": self.changes_applied.load(Ordering::Relaxed),
+            "faults": self.faults_json(),
+            "podsPerMinute": r.pods_per_minute,
+            "restartsPerMinute": r.restarts_per_minute,
+        })
+    }
+}
