@@ -10,6 +10,7 @@ pub mod api;
 pub mod cluster;
 pub mod decode;
 pub mod duration;
+pub mod gofloat;
 pub mod health;
 pub mod https;
 pub mod logging;
