@@ -1,3 +1,0 @@
-//! The simulated cluster's deterministic model.
-//!
-//! OWNER: sim-model helper.
