@@ -74,7 +74,13 @@ impl std::str::FromStr for BackendSpec {
         };
         let (lhs, url) = s.split_once('=').ok_or_else(|| bad("expected GROUP=URL"))?;
         let (group, versions) = match lhs.split_once('/') {
-            Some((g, v)) => (g, v.split(',').map(str::to_string).filter(|v| !v.is_empty()).collect()),
+            Some((g, v)) => (
+                g,
+                v.split(',')
+                    .map(str::to_string)
+                    .filter(|v| !v.is_empty())
+                    .collect(),
+            ),
             None if lhs == "metrics.k8s.io" => (lhs, vec!["v1beta1".to_string(), "v1".to_string()]),
             None => (lhs, vec!["v1".to_string()]),
         };
@@ -163,11 +169,17 @@ pub struct Forward {
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
-    l.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    l.read()
+        .map(|g| g.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
 }
 
 impl Aggregator {
-    pub fn new(specs: Vec<BackendSpec>, pki: Arc<Pki>, probe_interval: Duration) -> Result<Aggregator, pki::PkiError> {
+    pub fn new(
+        specs: Vec<BackendSpec>,
+        pki: Arc<Pki>,
+        probe_interval: Duration,
+    ) -> Result<Aggregator, pki::PkiError> {
         let mut backends = Vec::new();
         for spec in specs {
             let client = build_client(&pki)?;
@@ -219,7 +231,11 @@ impl Aggregator {
                         .find(|(ver, _)| *ver == v.version)
                         .map(|(_, r)| r.clone());
                     AggregatedVersion {
-                        freshness: if disc.fresh && resources.is_some() { "Current" } else { "Stale" },
+                        freshness: if disc.fresh && resources.is_some() {
+                            "Current"
+                        } else {
+                            "Stale"
+                        },
                         resources: resources.unwrap_or_else(|| Value::Array(Vec::new())),
                         version: v.version,
                     }
@@ -235,11 +251,24 @@ impl Aggregator {
         out
     }
 
-    /// Whether every backend has been probed once (for the `ready` line).
-    pub fn probed_once(&self) -> bool {
-        self.backends
-            .iter()
-            .all(|b| read(&b.versions).iter().all(|v| v.reason != "not checked yet"))
+    /// Each APIService's state, as `kubectl get apiservices` would summarize it.
+    pub fn status(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for b in &self.backends {
+            let fresh = read(&b.discovered).fresh;
+            for v in read(&b.versions) {
+                out.insert(
+                    format!("{}.{}", v.version, b.spec.group),
+                    serde_json::json!({
+                        "service": b.spec.url,
+                        "available": v.available,
+                        "message": v.reason,
+                        "discovery": if fresh { "Current" } else { "Stale" },
+                    }),
+                );
+            }
+        }
+        Value::Object(out)
     }
 
     fn client(&self, b: &Backend) -> HttpClient {
@@ -283,8 +312,16 @@ impl Aggregator {
         }
     }
 
-    async fn get(&self, b: &Backend, path: &str, accept: &str, masters: bool) -> Result<(StatusCode, HeaderMap, bytes::Bytes), String> {
-        let uri: Uri = format!("{}{path}", b.spec.url).parse().map_err(|e| format!("{e}"))?;
+    async fn get(
+        &self,
+        b: &Backend,
+        path: &str,
+        accept: &str,
+        masters: bool,
+    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), String> {
+        let uri: Uri = format!("{}{path}", b.spec.url)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         let mut req = http::Request::builder()
             .method(Method::GET)
             .uri(uri)
@@ -316,12 +353,27 @@ impl Aggregator {
         let mut states = Vec::new();
         for v in &b.spec.versions {
             let path = format!("/apis/{group}/{v}");
-            let (available, reason) = match self.get(b, &path, "application/json, */*", true).await {
+            let (available, reason) = match self.get(b, &path, "application/json, */*", true).await
+            {
                 Ok((s, _, _)) if s.is_success() => (true, String::new()),
-                Ok((s, _, _)) => (false, format!("failing or missing response from {}{path}: bad status from {}{path}: {}", b.spec.url, b.spec.url, s.as_u16())),
-                Err(e) => (false, format!("failing or missing response from {}{path}: {e}", b.spec.url)),
+                Ok((s, _, _)) => (
+                    false,
+                    format!(
+                        "failing or missing response from {}{path}: bad status from {}{path}: {}",
+                        b.spec.url,
+                        b.spec.url,
+                        s.as_u16()
+                    ),
+                ),
+                Err(e) => (
+                    false,
+                    format!("failing or missing response from {}{path}: {e}", b.spec.url),
+                ),
             };
-            let was = read(&b.versions).iter().find(|s| s.version == *v).map(|s| s.available);
+            let was = read(&b.versions)
+                .iter()
+                .find(|s| s.version == *v)
+                .map(|s| s.available);
             if was != Some(available) {
                 tracing::info!(group = %group, version = %v, available, reason = %reason, "APIService availability changed");
             }
@@ -337,7 +389,10 @@ impl Aggregator {
         let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
         let disc = match self.get(b, "/apis", accept, true).await {
             Ok((s, _, body)) if s == StatusCode::OK => match parse_aggregated(&body, group) {
-                Some(resources) => Discovered { resources, fresh: true },
+                Some(resources) => Discovered {
+                    resources,
+                    fresh: true,
+                },
                 None => {
                     tracing::debug!(group = %group, "backend's /apis is not an APIGroupDiscoveryList: Stale");
                     Discovered::default()
@@ -347,10 +402,15 @@ impl Aggregator {
                 let mut resources = Vec::new();
                 let mut fresh = true;
                 for v in &b.spec.versions {
-                    match self.get(b, &format!("/apis/{group}/{v}"), "application/json", false).await {
+                    match self
+                        .get(b, &format!("/apis/{group}/{v}"), "application/json", false)
+                        .await
+                    {
                         Ok((s, _, body)) if s.is_success() => {
                             match serde_json::from_slice::<Value>(&body) {
-                                Ok(list) => resources.push((v.clone(), legacy_to_aggregated(&list))),
+                                Ok(list) => {
+                                    resources.push((v.clone(), legacy_to_aggregated(&list)))
+                                }
                                 Err(_) => fresh = false,
                             }
                         }
@@ -391,7 +451,9 @@ impl Aggregator {
         let path_and_query = fwd.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let uri: Uri = match format!("{}{path_and_query}", b.spec.url).parse() {
             Ok(u) => u,
-            Err(e) => return Status::internal(format!("building the backend URL: {e}")).into_response(),
+            Err(e) => {
+                return Status::internal(format!("building the backend URL: {e}")).into_response();
+            }
         };
         let mut headers = HeaderMap::new();
         for (name, value) in &fwd.headers {
@@ -408,7 +470,11 @@ impl Aggregator {
         set_identity_headers(&mut headers, &fwd.user);
         let client_ip = fwd.conn.as_ref().map(|c| c.remote_addr.ip().to_string());
         if let Some(ip) = client_ip {
-            let xff = match fwd.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match fwd
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prior) => format!("{prior}, {ip}"),
                 None => ip,
             };
@@ -512,7 +578,9 @@ fn set_identity_headers(headers: &mut HeaderMap, user: &UserInfo) {
         }
     }
     for (key, values) in &user.extra {
-        let Ok(name) = HeaderName::from_bytes(format!("x-remote-extra-{}", header_key_escape(key)).as_bytes()) else {
+        let Ok(name) =
+            HeaderName::from_bytes(format!("x-remote-extra-{}", header_key_escape(key)).as_bytes())
+        else {
             continue;
         };
         for value in values {
@@ -566,7 +634,12 @@ impl ServerCertVerifier for SkipVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -575,7 +648,12 @@ impl ServerCertVerifier for SkipVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -635,13 +713,20 @@ impl tower::Service<Uri> for TlsConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let config = Arc::clone(&self.config);
         Box::pin(async move {
-            let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
-            let host = uri.host().ok_or_else(|| invalid("no host"))?.trim_matches(['[', ']']).to_string();
+            let invalid =
+                |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid("no host"))?
+                .trim_matches(['[', ']'])
+                .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host).map_err(|_| invalid("bad server name"))?;
-            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(TlsConn {
                 io: TokioIo::new(tls),
@@ -669,7 +754,11 @@ impl hyper::rt::Read for TlsConn {
 }
 
 impl hyper::rt::Write for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -691,7 +780,9 @@ mod tests {
         let b: BackendSpec = "metrics.k8s.io=https://127.0.0.1:4443".parse().unwrap();
         assert_eq!(b.versions, ["v1", "v1beta1"]);
         assert_eq!(b.url, "https://127.0.0.1:4443");
-        let b: BackendSpec = "custom.metrics.k8s.io/v1beta2,v1beta1=https://localhost:1".parse().unwrap();
+        let b: BackendSpec = "custom.metrics.k8s.io/v1beta2,v1beta1=https://localhost:1"
+            .parse()
+            .unwrap();
         assert_eq!(b.versions, ["v1beta2", "v1beta1"]);
         assert!("metrics.k8s.io".parse::<BackendSpec>().is_err());
         assert!("metrics.k8s.io=http://x:1".parse::<BackendSpec>().is_err());
@@ -712,7 +803,8 @@ mod tests {
             groups: vec!["team".into()],
             ..Default::default()
         };
-        u.extra.insert("scopes".into(), vec!["a".into(), "b".into()]);
+        u.extra
+            .insert("scopes".into(), vec!["a".into(), "b".into()]);
         set_identity_headers(&mut h, &u);
         let groups: Vec<_> = h.get_all("x-remote-group").iter().collect();
         assert_eq!(groups, ["team", "system:authenticated"]);

@@ -30,6 +30,7 @@ use metrics_bridge::selector::{FieldSelector, LabelSelector};
 use metrics_bridge::status::Status;
 use serde_json::{Value, json};
 
+use crate::aggregator::Aggregator;
 use crate::apiserver::request::{Query, query_get};
 use crate::kubelet::{Fault, Kubelets};
 use crate::model::{Change, Model};
@@ -49,6 +50,7 @@ pub struct Control {
     store: Arc<Store>,
     kubelets: Arc<Kubelets>,
     pki: Arc<Pki>,
+    aggregator: Arc<Aggregator>,
     server_url: String,
     rates: tokio::sync::watch::Sender<Rates>,
     rng: Mutex<u64>,
@@ -66,8 +68,9 @@ fn ok(body: Value) -> Response {
 
 fn count(query: &Query) -> Result<usize, Status> {
     let raw = query_get(query, "count").unwrap_or("1");
-    raw.parse::<usize>()
-        .map_err(|_| Status::bad_request(format!("count must be a non-negative integer, not {raw:?}")))
+    raw.parse::<usize>().map_err(|_| {
+        Status::bad_request(format!("count must be a non-negative integer, not {raw:?}"))
+    })
 }
 
 fn rate(query: &Query, name: &str) -> Result<Option<f64>, Status> {
@@ -78,7 +81,9 @@ fn rate(query: &Query, name: &str) -> Result<Option<f64>, Status> {
             .ok()
             .filter(|r| r.is_finite() && *r >= 0.0)
             .map(Some)
-            .ok_or_else(|| Status::bad_request(format!("{name} must be a non-negative number, not {v:?}"))),
+            .ok_or_else(|| {
+                Status::bad_request(format!("{name} must be a non-negative number, not {v:?}"))
+            }),
     }
 }
 
@@ -88,6 +93,7 @@ impl Control {
         store: Arc<Store>,
         kubelets: Arc<Kubelets>,
         pki: Arc<Pki>,
+        aggregator: Arc<Aggregator>,
         server_url: String,
         rates: Rates,
         seed: u64,
@@ -97,6 +103,7 @@ impl Control {
             store,
             kubelets,
             pki,
+            aggregator,
             server_url,
             rates: tokio::sync::watch::channel(rates).0,
             rng: Mutex::new(seed ^ 0x5851_f42d_4c95_7f2d),
@@ -105,7 +112,10 @@ impl Control {
     }
 
     fn next_random(&self) -> u64 {
-        let mut s = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // splitmix64
         *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = *s;
@@ -217,7 +227,9 @@ impl Control {
             while restart_due >= 1.0 {
                 restart_due -= 1.0;
                 if let Some((ns, pod)) = self.random_running_pod() {
-                    let changes = self.model.restart_container(&ns, &pod, None, SystemTime::now());
+                    let changes = self
+                        .model
+                        .restart_container(&ns, &pod, None, SystemTime::now());
                     self.apply(changes).await;
                 }
             }
@@ -225,7 +237,13 @@ impl Control {
     }
 
     /// Serves `/sim/*`.
-    pub async fn handle(&self, method: &Method, path: &str, query: &Query, _body: Body) -> Response {
+    pub async fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &Query,
+        _body: Body,
+    ) -> Response {
         match self.route(method, path, query).await {
             Ok(r) => r,
             Err(s) => s.into_response(),
@@ -261,8 +279,10 @@ impl Control {
                 Ok(ok(json!({"changes": self.apply(changes).await})))
             }
             ("POST", ["restart"]) => {
-                let ns = query_get(query, "namespace").ok_or_else(|| Status::bad_request("namespace is required"))?;
-                let pod = query_get(query, "pod").ok_or_else(|| Status::bad_request("pod is required"))?;
+                let ns = query_get(query, "namespace")
+                    .ok_or_else(|| Status::bad_request("namespace is required"))?;
+                let pod = query_get(query, "pod")
+                    .ok_or_else(|| Status::bad_request("pod is required"))?;
                 let container = query_get(query, "container");
                 let changes = self.model.restart_container(ns, pod, container, now);
                 if changes.is_empty() {
@@ -284,8 +304,11 @@ impl Control {
             }
             ("GET", ["faults"]) => Ok(ok(self.faults_json())),
             ("PUT", ["faults", node]) | ("POST", ["faults", node]) => {
-                let raw = query_get(query, "fault").ok_or_else(|| Status::bad_request("fault is required, e.g. ?fault=http500"))?;
-                let fault: Fault = raw.parse().map_err(|e: crate::kubelet::KubeletError| Status::bad_request(e.to_string()))?;
+                let raw = query_get(query, "fault")
+                    .ok_or_else(|| Status::bad_request("fault is required, e.g. ?fault=http500"))?;
+                let fault: Fault = raw.parse().map_err(|e: crate::kubelet::KubeletError| {
+                    Status::bad_request(e.to_string())
+                })?;
                 self.kubelets
                     .set_fault(node, Some(fault))
                     .await
@@ -314,7 +337,9 @@ impl Control {
             }
             ("POST", ["compact"]) => {
                 self.store.compact();
-                Ok(ok(json!({"compactedAt": self.store.revision().to_string()})))
+                Ok(ok(
+                    json!({"compactedAt": self.store.revision().to_string()}),
+                ))
             }
             ("POST", ["rotate-ca"]) => {
                 let which = match query_get(query, "ca") {
@@ -327,12 +352,17 @@ impl Control {
                     }
                 };
                 let keep_old = query_get(query, "keepOld").is_some_and(|v| v == "true" || v == "1");
-                let cur = self.pki.rotate(which, keep_old).map_err(|e| Status::internal(e.to_string()))?;
+                let cur = self
+                    .pki
+                    .rotate(which, keep_old)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 self.pki
                     .write_rotating(&self.server_url, &cur)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 let cm = crate::apiserver::auth_configmap(&self.pki, SystemTime::now());
-                self.store.upsert(cm).map_err(|e| Status::internal(e.to_string()))?;
+                self.store
+                    .upsert(cm)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 Ok(ok(json!({"generation": cur.generation})))
             }
             _ => Err(Status::path_not_found()),
@@ -361,6 +391,7 @@ impl Control {
             "kubeletRequests": self.kubelets.requests(),
             "changesApplied": self.changes_applied.load(Ordering::Relaxed),
             "faults": self.faults_json(),
+            "apiServices": self.aggregator.status(),
             "podsPerMinute": r.pods_per_minute,
             "restartsPerMinute": r.restarts_per_minute,
         })

@@ -188,7 +188,13 @@ struct SlotTls(Arc<Slot>);
 
 impl TlsConfigSource for SlotTls {
     fn current(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.0.tls.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .0
+                .tls
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }
 
@@ -232,7 +238,12 @@ impl Kubelets {
         self.slots.read().map(|s| s.len()).unwrap_or(0)
     }
 
-    fn tls_for(&self, name: &str, ip: Ipv4Addr, fault: Option<&Fault>) -> Result<Arc<ServerConfig>, KubeletError> {
+    fn tls_for(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        fault: Option<&Fault>,
+    ) -> Result<Arc<ServerConfig>, KubeletError> {
         let pki = &self.shared.pki;
         let cert_err = |source| KubeletError::Certificate {
             node: name.to_string(),
@@ -241,12 +252,18 @@ impl Kubelets {
         let key = match fault {
             // Another node's name and an address no node has.
             Some(Fault::WrongSan) => pki
-                .kubelet_cert(&pki.cluster_ca, &format!("not-{name}"), IpAddr::from([127, 0, 0, 254]))
+                .kubelet_cert(
+                    &pki.cluster_ca,
+                    &format!("not-{name}"),
+                    IpAddr::from([127, 0, 0, 254]),
+                )
                 .map_err(cert_err)?,
             Some(Fault::WrongCa) => pki
                 .kubelet_cert(&pki.rogue_ca, name, IpAddr::V4(ip))
                 .map_err(cert_err)?,
-            _ => pki.kubelet_cert(&pki.cluster_ca, name, IpAddr::V4(ip)).map_err(cert_err)?,
+            _ => pki
+                .kubelet_cert(&pki.cluster_ca, name, IpAddr::V4(ip))
+                .map_err(cert_err)?,
         };
         let cur = pki.current();
         pki::serving_config_with(
@@ -360,11 +377,7 @@ impl Kubelets {
         let slot = self
             .slot(name)
             .ok_or_else(|| KubeletError::NoSuchNode(name.to_string()))?;
-        let old = slot
-            .fault
-            .read()
-            .map(|f| f.clone())
-            .unwrap_or(None);
+        let old = slot.fault.read().map(|f| f.clone()).unwrap_or(None);
         let transport_change = old.as_ref().is_some_and(Fault::is_transport)
             || fault.as_ref().is_some_and(Fault::is_transport);
         if transport_change {
@@ -450,7 +463,9 @@ async fn handle(State(st): State<KubeletState>, req: Request) -> Response {
     let user = match st.shared.authn.authenticate(conn, req.headers()) {
         Authn::User(u) => u,
         // kubeadm runs kubelets with anonymous authentication off.
-        Authn::Anonymous(_) | Authn::Failed => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        Authn::Anonymous(_) | Authn::Failed => {
+            return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+        }
     };
     let path = req.uri().path();
     let verb = auth::method_verb(req.method());
@@ -490,7 +505,11 @@ const CONTENT_TYPE_PROM: &str = "text/plain; version=0.0.4; charset=utf-8; escap
 
 fn render(st: &KubeletState) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(st.slot.last_page.load(Ordering::Relaxed) + 1024);
-    if !st.shared.model.render_resource_metrics(st.slot.id, SystemTime::now(), &mut buf) {
+    if !st
+        .shared
+        .model
+        .render_resource_metrics(st.slot.id, SystemTime::now(), &mut buf)
+    {
         return None;
     }
     st.slot.last_page.store(buf.len(), Ordering::Relaxed);
@@ -536,8 +555,10 @@ async fn metrics_resource(st: &KubeletState, gzip: bool) -> Response {
     } else {
         (StatusCode::OK, page).into_response()
     };
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_PROM));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE_PROM),
+    );
     res
 }
 
@@ -553,8 +574,10 @@ fn truncated(page: Vec<u8>) -> Response {
         )),
     ]);
     let mut res = Response::new(Body::new(http_body_util::StreamBody::new(frames)));
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_PROM));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE_PROM),
+    );
     if let Ok(v) = HeaderValue::from_str(&full.to_string()) {
         res.headers_mut().insert(header::CONTENT_LENGTH, v);
     }
@@ -573,8 +596,10 @@ fn garbage(id: NodeId) -> Response {
         out.extend_from_slice(&x.to_le_bytes());
     }
     let mut res = (StatusCode::OK, out).into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_PROM));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE_PROM),
+    );
     res
 }
 
@@ -613,8 +638,10 @@ fn huge(st: &KubeletState, size: u64) -> Response {
         std::task::Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))))
     });
     let mut res = Response::new(Body::new(http_body_util::StreamBody::new(frames)));
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_PROM));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE_PROM),
+    );
     res
 }
 

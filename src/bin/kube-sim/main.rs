@@ -1,11 +1,403 @@
 //! kube-sim: a simulated Kubernetes cluster (API server, aggregation layer, kubelets) to run
 //! and test metrics-bridge against.
+//!
+//! Startup: bind the API server's port (so `127.0.0.1:0` resolves first), make the PKI, the
+//! model and the object store, start every kubelet, write the files into `--dir`, serve the
+//! API, and print one line containing `ready`. SIGINT and SIGTERM stop everything.
 #![forbid(unsafe_code)]
-#![allow(dead_code)]
 
+mod aggregator;
+mod apiserver;
 mod auth;
+mod control;
+mod kubelet;
 mod model;
 mod objects;
 mod pki;
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+
+use crate::aggregator::{Aggregator, BackendSpec};
+use crate::apiserver::{ApiOptions, ApiServer, ReloadingTls};
+use crate::auth::Authenticator;
+use crate::control::{Control, Rates};
+use crate::kubelet::{Fault, Kubelets};
+use crate::model::{Model, SimParams};
+use crate::objects::{Object, Store};
+use crate::pki::Pki;
+
+fn files_help() -> String {
+    let mut s = String::from("Files written to --dir:\n");
+    for (name, what) in pki::FILES {
+        s.push_str(&format!("  {name:<26} {what}\n"));
+    }
+    s.push_str("\nControl endpoints (admin only) are listed in docs/kube-sim.md.");
+    s
+}
+
+/// A `--fault NODE=KIND` flag.
+#[derive(Debug, Clone)]
+struct FaultFlag {
+    node: String,
+    fault: Fault,
+}
+
+fn parse_fault_flag(s: &str) -> Result<FaultFlag, String> {
+    let (node, kind) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NODE=KIND, got {s:?}"))?;
+    let fault = kind.parse::<Fault>().map_err(|e| e.to_string())?;
+    Ok(FaultFlag {
+        node: node.to_string(),
+        fault,
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    metrics_bridge::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// A simulated Kubernetes cluster: API server, aggregation layer and one kubelet per node.
+#[derive(Debug, Parser)]
+#[command(name = "kube-sim", version, after_help = files_help())]
+struct Args {
+    /// Directory for the kubeconfigs, CAs, keys and tokens (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Number of nodes (each gets a kubelet on 127.1.x.y).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 10)]
+    pods_per_node: usize,
+    #[arg(long, default_value_t = 2)]
+    containers_per_pod: usize,
+    /// Seed of every name, placement, rate and working set.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Address of the API server; port 0 picks a free port (printed in the ready line).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    apiserver_addr: SocketAddr,
+    /// Port every kubelet listens on, each on its node's own 127.1.x.y address.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Serve GROUP through a backend, as an APIService: GROUP=URL or GROUP/V1,V2=URL
+    /// (metrics.k8s.io defaults to versions v1beta1 and v1). Repeatable.
+    #[arg(long, value_name = "GROUP=URL")]
+    aggregate: Vec<BackendSpec>,
+    /// A kubelet fault from the start: NODE=KIND with KIND one of slow:DURATION, hang,
+    /// http500, truncated, garbage, wrong-san, wrong-ca, refused, huge[:BYTES]. Repeatable.
+    #[arg(long, value_name = "NODE=KIND", value_parser = parse_fault_flag)]
+    fault: Vec<FaultFlag>,
+    /// Pods replaced (one deleted, one created) per minute.
+    #[arg(long, default_value_t = 0.0)]
+    churn_per_minute: f64,
+    /// Container restarts per minute, on Running pods chosen from the seed.
+    #[arg(long, default_value_t = 0.0)]
+    restarts_per_minute: f64,
+    /// Events kept per resource for watches and paged lists; older resourceVersions get 410.
+    #[arg(long, default_value_t = 10_000)]
+    watch_history: usize,
+    /// How often watches with allowWatchBookmarks=true get a BOOKMARK.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    bookmark_interval: Duration,
+    /// How often the aggregator checks its backends' availability and discovery.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    aggregator_probe_interval: Duration,
+    /// Treat requests without credentials as system:anonymous (kube-apiserver's default);
+    /// with false they get 401.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
+    /// Print the authorization policy as a Markdown table and exit.
+    #[arg(long)]
+    print_policy: bool,
+    /// Log verbosity (0-3); RUST_LOG overrides.
+    #[arg(short = 'v', long, default_value_t = 0)]
+    verbosity: u8,
+}
+
+/// Why kube-sim could not start.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("creating --dir {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binding the API server to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Objects(#[from] objects::ObjectsError),
+    #[error(transparent)]
+    Kubelet(#[from] kubelet::KubeletError),
+    #[error("--fault names node {0:?}, which does not exist")]
+    FaultNode(String),
+    #[error("--nodes {0} is more than kube-sim supports ({max})", max = model::MAX_NODES)]
+    TooManyNodes(usize),
+    #[error("invalid --{flag}: {reason}")]
+    Flag { flag: &'static str, reason: String },
+}
+
+fn raise_fd_limit(nodes: usize) {
+    // Each kubelet holds a listener and a connection per client; leave room for both and more.
+    let want = (nodes as u64 * 4 + 4096).max(65_536);
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) => {
+            let new_hard = hard.max(want);
+            if rlimit::Resource::NOFILE
+                .set(want.max(soft), new_hard)
+                .is_err()
+            {
+                let _ = rlimit::Resource::NOFILE.set(hard.max(soft), hard);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading RLIMIT_NOFILE failed"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(args: Args) -> Result<(), StartError> {
+    let started = Instant::now();
+    if args.nodes > model::MAX_NODES {
+        return Err(StartError::TooManyNodes(args.nodes));
+    }
+    for (flag, v) in [
+        ("churn-per-minute", args.churn_per_minute),
+        ("restarts-per-minute", args.restarts_per_minute),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(StartError::Flag {
+                flag,
+                reason: format!("{v} is not a non-negative number"),
+            });
+        }
+    }
+    std::fs::create_dir_all(&args.dir).map_err(|source| StartError::Dir {
+        path: args.dir.clone(),
+        source,
+    })?;
+    let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    raise_fd_limit(args.nodes);
+    let listener = tokio::net::TcpListener::bind(args.apiserver_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: args.apiserver_addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: args.apiserver_addr,
+        source,
+    })?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let address = format!("{host}:{}", addr.port());
+    let server_url = format!("https://{address}");
+
+    let pki = Arc::new(Pki::new(&dir, addr.ip())?);
+    let authn = Arc::new(Authenticator::new(Arc::clone(&pki), args.anonymous_auth));
+    let now = SystemTime::now();
+    let model = Arc::new(Model::new(
+        SimParams {
+            nodes: args.nodes,
+            pods_per_node: args.pods_per_node,
+            containers_per_pod: args.containers_per_pod,
+            seed: args.seed,
+            kubelet_port: args.kubelet_port,
+        },
+        now,
+    ));
+    let store = Arc::new(Store::new(args.watch_history));
+    let node_ids = model.node_ids();
+    let mut initial: Vec<Object> = Vec::new();
+    initial.extend(model.namespaces().into_iter().map(Object::Namespace));
+    initial.push(apiserver::auth_configmap(&pki, now));
+    initial.extend(
+        node_ids
+            .iter()
+            .filter_map(|id| model.node_object(*id))
+            .map(Object::Node),
+    );
+    initial.extend(model.pod_objects().into_iter().map(Object::Pod));
+    store.load(initial)?;
+    tracing::info!(elapsed = ?started.elapsed(), "objects loaded");
+
+    let kubelets = Arc::new(Kubelets::new(
+        Arc::clone(&model),
+        Arc::clone(&pki),
+        Arc::clone(&authn),
+        args.kubelet_port,
+    ));
+    let mut faults = std::collections::HashMap::new();
+    for f in &args.fault {
+        if model.node_id(&f.node).is_none() {
+            return Err(StartError::FaultNode(f.node.clone()));
+        }
+        faults.insert(f.node.clone(), f.fault.clone());
+    }
+    for id in &node_ids {
+        let fault = model
+            .node_name(*id)
+            .and_then(|n| faults.get(n.as_ref()).cloned());
+        kubelets.start(*id, fault).await?;
+    }
+    tracing::info!(elapsed = ?started.elapsed(), kubelets = node_ids.len(), "kubelets listening");
+
+    let aggregator = Arc::new(Aggregator::new(
+        args.aggregate.clone(),
+        Arc::clone(&pki),
+        args.aggregator_probe_interval,
+    )?);
+    let control = Arc::new(Control::new(
+        Arc::clone(&model),
+        Arc::clone(&store),
+        Arc::clone(&kubelets),
+        Arc::clone(&pki),
+        Arc::clone(&aggregator),
+        server_url.clone(),
+        Rates {
+            pods_per_minute: args.churn_per_minute,
+            restarts_per_minute: args.restarts_per_minute,
+        },
+        args.seed,
+    ));
+    let api = Arc::new(ApiServer {
+        store: Arc::clone(&store),
+        authn,
+        control: Arc::clone(&control),
+        aggregator: Arc::clone(&aggregator),
+        opts: ApiOptions {
+            bookmark_interval: args.bookmark_interval,
+        },
+        address: address.clone(),
+    });
+    let tls = ReloadingTls::new(
+        Arc::clone(&pki),
+        Arc::clone(&pki.apiserver_key),
+        "the API server",
+    )?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut api_stop = stop_rx.clone();
+    let server = tokio::spawn(metrics_bridge::https::serve(
+        listener,
+        tls,
+        Arc::clone(&api).router(),
+        metrics_bridge::https::ServeOptions::default(),
+        async move {
+            let _ = api_stop.changed().await;
+        },
+    ));
+    tokio::spawn(Arc::clone(&aggregator).run(stop_rx.clone()));
+    tokio::spawn(Arc::clone(&control).run_dynamics(stop_rx.clone()));
+
+    pki.write_files(&server_url)?;
+    let info = serde_json::json!({
+        "apiserver": server_url,
+        "kubeletPort": args.kubelet_port,
+        "nodes": node_ids.len(),
+        "pods": store.len(objects::Kind::Pod),
+        "pid": std::process::id(),
+        "dir": dir,
+    });
+    pki::write_file(&dir, "kube-sim.json", info.to_string().as_bytes())?;
+    println!(
+        "kube-sim ready: apiserver {server_url} dir {} kubeconfig {} nodes {} pods {} kubelet-port {} in {:.2}s",
+        dir.display(),
+        dir.join("kubeconfig").display(),
+        node_ids.len(),
+        store.len(objects::Kind::Pod),
+        args.kubelet_port,
+        started.elapsed().as_secs_f64()
+    );
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    kubelets.shutdown();
+    // In-flight watches end with the process; give plain requests a moment to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.print_policy {
+        print!("{}", auth::policy_markdown());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let level = match args.verbosity {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("kube_sim={level},metrics_bridge={level}"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-sim: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                let part = s.to_string();
+                if !msg.contains(&part) {
+                    msg.push_str(": ");
+                    msg.push_str(&part);
+                }
+                src = s.source();
+            }
+            eprintln!("kube-sim: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -91,15 +91,6 @@ impl Kind {
         }
     }
 
-    pub fn short_names(self) -> &'static [&'static str] {
-        match self {
-            Kind::Namespace => &["ns"],
-            Kind::Node => &["no"],
-            Kind::Pod => &["po"],
-            Kind::ConfigMap => &["cm"],
-        }
-    }
-
     pub fn namespaced(self) -> bool {
         matches!(self, Kind::Pod | Kind::ConfigMap)
     }
@@ -233,16 +224,6 @@ pub enum EventType {
     Added,
     Modified,
     Deleted,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
 }
 
 /// One change to one object.
@@ -631,11 +612,6 @@ impl Store {
             st.log.clear();
             st.oldest = self.revision();
         }
-    }
-
-    /// The oldest revision a watch or an exact read of `kind` can start from.
-    pub fn oldest(&self, kind: Kind) -> u64 {
-        read(&self.kind(kind).state).oldest
     }
 
     /// One object at the current revision.

@@ -415,7 +415,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["authentication.k8s.io", "authorization.k8s.io", "metrics.k8s.io"]
+            [
+                "authentication.k8s.io",
+                "authorization.k8s.io",
+                "metrics.k8s.io"
+            ]
         );
         let api = aggregated(false, "v2beta1", &[]);
         let pods = &api["items"][0]["versions"][0]["resources"][3];
@@ -423,7 +427,10 @@ mod tests {
         assert_eq!(pods["scope"], "Namespaced");
         assert_eq!(pods["responseKind"]["kind"], "Pod");
         let list = api_group_list(&agg);
-        assert_eq!(list["groups"][2]["preferredVersion"]["groupVersion"], "metrics.k8s.io/v1beta1");
+        assert_eq!(
+            list["groups"][2]["preferredVersion"]["groupVersion"],
+            "metrics.k8s.io/v1beta1"
+        );
     }
 
     #[test]

@@ -53,7 +53,6 @@ pub struct ApiOptions {
 pub struct ApiServer {
     pub store: Arc<Store>,
     pub authn: Arc<Authenticator>,
-    pub pki: Arc<Pki>,
     pub control: Arc<Control>,
     pub aggregator: Arc<Aggregator>,
     pub opts: ApiOptions,
@@ -72,7 +71,11 @@ pub struct ReloadingTls {
 }
 
 impl ReloadingTls {
-    pub fn new(pki: Arc<Pki>, key: Arc<CertifiedKey>, what: &'static str) -> Result<ReloadingTls, pki::PkiError> {
+    pub fn new(
+        pki: Arc<Pki>,
+        key: Arc<CertifiedKey>,
+        what: &'static str,
+    ) -> Result<ReloadingTls, pki::PkiError> {
         let cur = pki.current();
         let config = pki::serving_config(Arc::clone(&key), &cur.client_bundle, what)?;
         Ok(ReloadingTls {
@@ -88,16 +91,24 @@ impl TlsConfigSource for ReloadingTls {
     fn current(&self) -> Arc<ServerConfig> {
         let generation = self.pki.current().generation;
         {
-            let cache = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let cache = self
+                .cache
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if cache.0 == generation {
                 return Arc::clone(&cache.1);
             }
         }
         let cur = self.pki.current();
-        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match pki::serving_config(Arc::clone(&self.key), &cur.client_bundle, self.what) {
             Ok(config) => *cache = (cur.generation, config),
-            Err(e) => tracing::error!(error = %e, "rebuilding the TLS configuration failed; keeping the old one"),
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the TLS configuration failed; keeping the old one")
+            }
         }
         Arc::clone(&cache.1)
     }
@@ -108,11 +119,23 @@ pub fn auth_configmap(pki: &Pki, created: SystemTime) -> Object {
     let cur = pki.current();
     let data = [
         ("client-ca-file", cur.client_bundle.pem.clone()),
-        ("requestheader-allowed-names", "[\"front-proxy-client\"]".into()),
-        ("requestheader-client-ca-file", cur.front_proxy_bundle_pem.clone()),
-        ("requestheader-extra-headers-prefix", "[\"X-Remote-Extra-\"]".into()),
+        (
+            "requestheader-allowed-names",
+            "[\"front-proxy-client\"]".into(),
+        ),
+        (
+            "requestheader-client-ca-file",
+            cur.front_proxy_bundle_pem.clone(),
+        ),
+        (
+            "requestheader-extra-headers-prefix",
+            "[\"X-Remote-Extra-\"]".into(),
+        ),
         ("requestheader-group-headers", "[\"X-Remote-Group\"]".into()),
-        ("requestheader-username-headers", "[\"X-Remote-User\"]".into()),
+        (
+            "requestheader-username-headers",
+            "[\"X-Remote-User\"]".into(),
+        ),
     ];
     Object::ConfigMap(ConfigMap {
         metadata: ObjectMeta {
@@ -161,7 +184,10 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 /// Reads a request body up to [`MAX_REQUEST_BODY`].
 pub async fn read_body(body: Body) -> Result<bytes::Bytes, Status> {
-    match http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect().await {
+    match http_body_util::Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => Err(Status::failure(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -210,16 +236,39 @@ async fn handle(State(api): State<Arc<ApiServer>>, req: Request) -> Response {
         return api.control.handle(&parts.method, &path, &query, body).await;
     }
     if info.is_resource {
-        return serve_resource(&api, &parts.method, &info, accept.as_deref(), &query, &user, body).await;
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        return serve_resource(
+            &api,
+            &parts.method,
+            &info,
+            accept.as_deref(),
+            content_type,
+            &query,
+            &user,
+            body,
+        )
+        .await;
     }
-    serve_non_resource(&api, &parts.method, &path, accept.as_deref(), &parts.headers, &query)
+    serve_non_resource(
+        &api,
+        &parts.method,
+        &path,
+        accept.as_deref(),
+        &parts.headers,
+        &query,
+    )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_resource(
     api: &ApiServer,
     method: &Method,
     info: &RequestInfo,
     accept: Option<&str>,
+    content_type: Option<&str>,
     query: &Query,
     user: &UserInfo,
     body: Body,
@@ -227,7 +276,7 @@ async fn serve_resource(
     match (info.group.as_str(), info.version.as_str()) {
         ("", "v1") => {}
         ("authentication.k8s.io", "v1") | ("authorization.k8s.io", "v1") => {
-            return serve_review(api, method, info, user, body).await;
+            return serve_review(api, method, info, user, content_type, body).await;
         }
         _ => return Status::path_not_found().into_response(),
     }
@@ -236,8 +285,10 @@ async fn serve_resource(
     };
     // Namespaced kinds are served cluster-wide (list/watch) or under a namespace; cluster
     // kinds never under one (except namespaces themselves, whose path carries the name).
-    let cluster_path_for_namespaced = kind.namespaced() && info.namespace.is_empty() && !info.name.is_empty();
-    let namespaced_path_for_cluster = !kind.namespaced() && kind != Kind::Namespace && !info.namespace.is_empty();
+    let cluster_path_for_namespaced =
+        kind.namespaced() && info.namespace.is_empty() && !info.name.is_empty();
+    let namespaced_path_for_cluster =
+        !kind.namespaced() && kind != Kind::Namespace && !info.namespace.is_empty();
     if cluster_path_for_namespaced || namespaced_path_for_cluster || info.parts.len() > 3 {
         return Status::path_not_found().into_response();
     }
@@ -253,9 +304,18 @@ async fn serve_resource(
     }
 }
 
-async fn serve_review(api: &ApiServer, method: &Method, info: &RequestInfo, user: &UserInfo, body: Body) -> Response {
+async fn serve_review(
+    api: &ApiServer,
+    method: &Method,
+    info: &RequestInfo,
+    user: &UserInfo,
+    content_type: Option<&str>,
+    body: Body,
+) -> Response {
     let known = match info.group.as_str() {
-        "authentication.k8s.io" => ["tokenreviews", "selfsubjectreviews"].contains(&info.resource.as_str()),
+        "authentication.k8s.io" => {
+            ["tokenreviews", "selfsubjectreviews"].contains(&info.resource.as_str())
+        }
         _ => [
             "subjectaccessreviews",
             "selfsubjectaccessreviews",
@@ -268,18 +328,21 @@ async fn serve_review(api: &ApiServer, method: &Method, info: &RequestInfo, user
         return Status::path_not_found().into_response();
     }
     if method != Method::POST {
-        return Status::method_not_supported(&info.group, &info.resource, &info.verb).into_response();
+        return Status::method_not_supported(&info.group, &info.resource, &info.verb)
+            .into_response();
     }
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(s) => return s.into_response(),
     };
     match info.resource.as_str() {
-        "tokenreviews" => reviews::token_review(&api.authn, &body),
+        "tokenreviews" => reviews::token_review(&api.authn, &body, content_type),
         "selfsubjectreviews" => reviews::self_subject_review(user),
-        "subjectaccessreviews" => reviews::subject_access_review(&body, None),
-        "localsubjectaccessreviews" => reviews::subject_access_review(&body, Some(&info.namespace)),
-        _ => reviews::self_subject_access_review(user, &body),
+        "subjectaccessreviews" => reviews::subject_access_review(&body, content_type, None),
+        "localsubjectaccessreviews" => {
+            reviews::subject_access_review(&body, content_type, Some(&info.namespace))
+        }
+        _ => reviews::self_subject_access_review(user, &body, content_type),
     }
 }
 
@@ -293,7 +356,9 @@ fn discovery_kind(accept: Option<&str>) -> Result<Option<&'static str>, Status> 
         match r.target() {
             None => return Ok(None),
             Some(("APIGroupDiscoveryList", "apidiscovery.k8s.io", "v2")) => return Ok(Some("v2")),
-            Some(("APIGroupDiscoveryList", "apidiscovery.k8s.io", "v2beta1")) => return Ok(Some("v2beta1")),
+            Some(("APIGroupDiscoveryList", "apidiscovery.k8s.io", "v2beta1")) => {
+                return Ok(Some("v2beta1"));
+            }
             Some(_) => continue,
         }
     }
@@ -315,7 +380,8 @@ fn discovery_response(body: &Value, version: Option<&str>, headers: &http::Heade
         h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
     }
     let etag = format!("\"{h:016X}\"");
-    let content_type = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+    let content_type =
+        format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -357,14 +423,18 @@ fn serve_non_resource(
     match segs.as_slice() {
         ["api"] => match discovery_kind(accept) {
             Ok(None) => json(StatusCode::OK, &discovery::api_versions(&api.address)),
-            Ok(Some(v)) => discovery_response(&discovery::aggregated(false, v, &[]), Some(v), headers),
+            Ok(Some(v)) => {
+                discovery_response(&discovery::aggregated(false, v, &[]), Some(v), headers)
+            }
             Err(s) => s.into_response(),
         },
         ["apis"] => {
             let groups = api.aggregator.discovery();
             match discovery_kind(accept) {
                 Ok(None) => json(StatusCode::OK, &discovery::api_group_list(&groups)),
-                Ok(Some(v)) => discovery_response(&discovery::aggregated(true, v, &groups), Some(v), headers),
+                Ok(Some(v)) => {
+                    discovery_response(&discovery::aggregated(true, v, &groups), Some(v), headers)
+                }
                 Err(s) => s.into_response(),
             }
         }
@@ -383,7 +453,9 @@ fn serve_non_resource(
         ["version"] => json(StatusCode::OK, &discovery::version()),
         ["openapi", "v2"] => {
             // Only JSON is served; clients asking for the protobuf form alone get 406.
-            let wants_json = negotiate::parse_accept(accept).iter().any(|r| r.accepts_json());
+            let wants_json = negotiate::parse_accept(accept)
+                .iter()
+                .any(|r| r.accepts_json());
             if wants_json {
                 json(StatusCode::OK, &discovery::openapi_v2())
             } else {
@@ -393,7 +465,12 @@ fn serve_non_resource(
         ["healthz"] | ["livez"] | ["readyz"] => {
             let verbose = query.iter().any(|(k, _)| k == "verbose");
             if verbose {
-                let checks = ["ping", "log", "etcd", "poststarthook/start-kube-aggregator-informers"];
+                let checks = [
+                    "ping",
+                    "log",
+                    "etcd",
+                    "poststarthook/start-kube-aggregator-informers",
+                ];
                 let mut out = String::new();
                 for c in checks {
                     out.push_str(&format!("[+]{c} ok\n"));
@@ -404,7 +481,9 @@ fn serve_non_resource(
                 text(StatusCode::OK, "ok")
             }
         }
-        [probe, "ping"] if ["healthz", "livez", "readyz"].contains(probe) => text(StatusCode::OK, "ok"),
+        [probe, "ping"] if ["healthz", "livez", "readyz"].contains(probe) => {
+            text(StatusCode::OK, "ok")
+        }
         _ => Status::path_not_found().into_response(),
     }
 }

@@ -40,7 +40,10 @@ impl<'a> MediaRange<'a> {
 /// Parses an `Accept` header into media ranges sorted by preference. An absent or empty header
 /// means `*/*`. Ranges with q=0 are dropped.
 pub fn parse_accept(header: Option<&str>) -> Vec<MediaRange<'_>> {
-    let header = header.map(str::trim).filter(|h| !h.is_empty()).unwrap_or("*/*");
+    let header = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .unwrap_or("*/*");
     let mut out: Vec<MediaRange<'_>> = Vec::new();
     for part in header.split(',') {
         let mut pieces = part.split(';');

@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(i.subresource, "status");
         let i = info(Method::GET, "/apis/metrics.k8s.io/v1beta1");
         assert!(!i.is_resource);
-        let i = info(Method::POST, "/apis/authorization.k8s.io/v1/subjectaccessreviews");
+        let i = info(
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        );
         assert_eq!(
             (i.verb.as_str(), i.group.as_str(), i.resource.as_str()),
             ("create", "authorization.k8s.io", "subjectaccessreviews")
@@ -249,7 +252,9 @@ mod tests {
         let i = info(Method::GET, "/healthz");
         assert_eq!((i.is_resource, i.verb.as_str()), (false, "get"));
         assert_eq!(
-            info(Method::GET, "/api/v1/nodes").forbidden("viewer").message,
+            info(Method::GET, "/api/v1/nodes")
+                .forbidden("viewer")
+                .message,
             r#"nodes is forbidden: User "viewer" cannot list resource "nodes" in API group "" at the cluster scope"#
         );
     }

@@ -9,17 +9,17 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body::Frame;
 use metrics_bridge::selector::{FieldSelector, LabelSelector};
 use metrics_bridge::status::Status;
 use serde_json::{Value, json};
 
+use super::ApiServer;
 use super::negotiate::parse_accept;
 use super::request::{Query, RequestInfo, query_get};
 use super::table;
-use super::ApiServer;
 use crate::objects::{EventType, Key, Kind, ListRequest, ReadError, Snapshot, Store, Stored};
 
 /// How objects are represented in a response.
@@ -102,7 +102,9 @@ fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
 fn push_object(out: &mut Vec<u8>, obj: &Stored, repr: Repr) {
     match repr {
         Repr::Metadata(v) => {
-            out.extend_from_slice(b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/");
+            out.extend_from_slice(
+                b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/",
+            );
             out.extend_from_slice(v.as_bytes());
             out.extend_from_slice(b"\",\"metadata\":");
             out.extend_from_slice(obj.metadata_json());
@@ -118,19 +120,20 @@ fn partial_metadata(obj: &Stored) -> Value {
 }
 
 /// A Table of `items`.
-fn table_json(
+fn table_json<'a>(
     kind: Kind,
     version: &str,
-    items: &[Arc<Stored>],
+    items: impl IntoIterator<Item = &'a Stored>,
     list_meta: Value,
     include: IncludeObject,
     headers: bool,
 ) -> Result<Value, Status> {
     let now = SystemTime::now();
-    let mut rows = Vec::with_capacity(items.len());
+    let mut rows = Vec::new();
     for obj in items {
-        let (cells, conditions) = table::row(kind, obj, now)
-            .map_err(|e| Status::internal(format!("printing {} {}: {e}", kind.singular(), obj.name)))?;
+        let (cells, conditions) = table::row(kind, obj, now).map_err(|e| {
+            Status::internal(format!("printing {} {}: {e}", kind.singular(), obj.name))
+        })?;
         let mut row = json!({"cells": cells});
         if let Some(c) = conditions {
             row["conditions"] = c;
@@ -175,10 +178,14 @@ fn decode_continue(token: &str, kind: Kind) -> Result<(u64, Key), String> {
         return Err("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into());
     }
     let rv = doc["rv"].as_u64().filter(|rv| *rv > 0).ok_or("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")?;
-    let start = doc["start"].as_str().ok_or("continue key is not valid: no start key")?;
+    let start = doc["start"]
+        .as_str()
+        .ok_or("continue key is not valid: no start key")?;
     let start = start.strip_suffix('\u{0}').unwrap_or(start);
     let key = if kind.namespaced() {
-        let (ns, name) = start.split_once('/').ok_or("continue key is not valid: malformed start key")?;
+        let (ns, name) = start
+            .split_once('/')
+            .ok_or("continue key is not valid: malformed start key")?;
         (Arc::from(ns), Arc::from(name))
     } else {
         (Arc::from(""), Arc::from(start))
@@ -254,10 +261,10 @@ fn parse_bool(v: &str) -> Option<bool> {
 impl ListOptions {
     pub fn parse(kind: Kind, query: &Query, watch_path: bool) -> Result<ListOptions, Status> {
         let get = |k| query_get(query, k).unwrap_or("");
-        let labels = LabelSelector::parse(get("labelSelector"))
-            .map_err(|e| Status::bad_request(e.0))?;
-        let mut fields = FieldSelector::parse(get("fieldSelector"))
-            .map_err(|e| Status::bad_request(e.0))?;
+        let labels =
+            LabelSelector::parse(get("labelSelector")).map_err(|e| Status::bad_request(e.0))?;
+        let mut fields =
+            FieldSelector::parse(get("fieldSelector")).map_err(|e| Status::bad_request(e.0))?;
         kind.check_field_selector(&mut fields)
             .map_err(Status::bad_request)?;
         let int = |name: &str| -> Result<Option<i64>, Status> {
@@ -332,7 +339,9 @@ impl ListOptions {
                 }
             }
             if self.send_initial_events.is_some() {
-                errs.push("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list".into());
+                errs.push(
+                    "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list".into(),
+                );
             }
         }
         if errs.is_empty() {
@@ -345,9 +354,10 @@ impl ListOptions {
     fn rv_number(&self) -> Result<Option<u64>, Status> {
         match self.resource_version.as_str() {
             "" | "0" => Ok(None),
-            v => v.parse::<u64>().map(Some).map_err(|_| {
-                Status::bad_request(format!("invalid resource version: {v}"))
-            }),
+            v => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| Status::bad_request(format!("invalid resource version: {v}"))),
         }
     }
 }
@@ -390,19 +400,29 @@ async fn wait_for_revision(store: &Store, kind: Kind, rv: u64) -> Result<(), Sta
 }
 
 /// GET of one object.
-pub async fn get(api: &ApiServer, kind: Kind, info: &RequestInfo, accept: Option<&str>, query: &Query) -> Response {
+pub async fn get(
+    api: &ApiServer,
+    kind: Kind,
+    info: &RequestInfo,
+    accept: Option<&str>,
+    query: &Query,
+) -> Response {
     let repr = match negotiate(accept, false, query) {
         Ok(r) => r,
         Err(s) => return s.into_response(),
     };
-    let ns = if kind.namespaced() { info.namespace.as_str() } else { "" };
+    let ns = if kind.namespaced() {
+        info.namespace.as_str()
+    } else {
+        ""
+    };
     let Some(obj) = api.store.get(kind, ns, &info.name) else {
         return Status::not_found("", kind.resource(), &info.name).into_response();
     };
     match repr {
         Repr::Table(v, include) => {
             let meta = json!({"resourceVersion": obj.rv.to_string()});
-            match table_json(kind, v, std::slice::from_ref(&obj), meta, include, true) {
+            match table_json(kind, v, [&*obj], meta, include, true) {
                 Ok(t) => json_response(StatusCode::OK, t.to_string()),
                 Err(s) => s.into_response(),
             }
@@ -416,7 +436,13 @@ pub async fn get(api: &ApiServer, kind: Kind, info: &RequestInfo, accept: Option
 }
 
 /// LIST.
-pub async fn list(api: &ApiServer, kind: Kind, info: &RequestInfo, accept: Option<&str>, query: &Query) -> Response {
+pub async fn list(
+    api: &ApiServer,
+    kind: Kind,
+    info: &RequestInfo,
+    accept: Option<&str>,
+    query: &Query,
+) -> Response {
     let repr = match negotiate(accept, true, query) {
         Ok(r) => r,
         Err(s) => return s.into_response(),
@@ -430,7 +456,10 @@ pub async fn list(api: &ApiServer, kind: Kind, info: &RequestInfo, accept: Optio
     let mut at = None;
     if !opts.continue_.is_empty() {
         if !opts.resource_version.is_empty() && opts.resource_version != "0" {
-            return Status::bad_request("specifying resource version is not allowed when using continue").into_response();
+            return Status::bad_request(
+                "specifying resource version is not allowed when using continue",
+            )
+            .into_response();
         }
         match decode_continue(&opts.continue_, kind) {
             Ok((rv, key)) => {
@@ -453,7 +482,8 @@ pub async fn list(api: &ApiServer, kind: Kind, info: &RequestInfo, accept: Optio
             }
         }
     }
-    let namespace = (kind.namespaced() && !info.namespace.is_empty()).then_some(info.namespace.as_str());
+    let namespace =
+        (kind.namespaced() && !info.namespace.is_empty()).then_some(info.namespace.as_str());
     let req = ListRequest {
         namespace,
         labels: &opts.labels,
@@ -483,13 +513,23 @@ pub async fn list(api: &ApiServer, kind: Kind, info: &RequestInfo, accept: Optio
         list_meta["remainingItemCount"] = json!(n);
     }
     match repr {
-        Repr::Table(v, include) => match table_json(kind, v, &snap.items, list_meta, include, true) {
+        Repr::Table(v, include) => match table_json(
+            kind,
+            v,
+            snap.items.iter().map(|o| &**o),
+            list_meta,
+            include,
+            true,
+        ) {
             Ok(t) => json_response(StatusCode::OK, t.to_string()),
             Err(s) => s.into_response(),
         },
         _ => {
             let (list_kind, api_version) = match repr {
-                Repr::Metadata(v) => ("PartialObjectMetadataList".to_string(), format!("meta.k8s.io/{v}")),
+                Repr::Metadata(v) => (
+                    "PartialObjectMetadataList".to_string(),
+                    format!("meta.k8s.io/{v}"),
+                ),
                 _ => (format!("{}List", kind.kind()), "v1".to_string()),
             };
             let head = format!(
@@ -617,8 +657,10 @@ pub async fn watch(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     res
 }
 
@@ -640,7 +682,9 @@ struct Watcher {
 
 impl Watcher {
     fn passes(&self, obj: &Stored) -> bool {
-        self.namespace.as_ref().is_none_or(|ns| *ns == obj.namespace)
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == obj.namespace)
             && obj.matches(self.kind, &self.labels, &self.fields)
     }
 
@@ -653,8 +697,7 @@ impl Watcher {
                 let meta = json!({"resourceVersion": obj.rv.to_string()});
                 let headers = !self.table_headers_sent;
                 self.table_headers_sent = true;
-                let one = [Arc::new(obj.restamp(obj.rv))];
-                match table_json(self.kind, v, &one, meta, include, headers) {
+                match table_json(self.kind, v, [obj], meta, include, headers) {
                     Ok(t) => out.extend_from_slice(t.to_string().as_bytes()),
                     Err(s) => out.extend_from_slice(&serde_json::to_vec(&s).unwrap_or_default()),
                 }
@@ -696,7 +739,7 @@ impl Watcher {
             let snap = self.store.list(
                 self.kind,
                 &ListRequest {
-                    namespace: None,
+                    namespace: self.namespace.as_deref(),
                     labels: &none_l,
                     fields: &none_f,
                     limit: 0,
@@ -709,7 +752,12 @@ impl Watcher {
             for obj in &snap.items {
                 if self.passes(obj) {
                     self.push_event(&mut out, "ADDED", obj);
-                    if out.len() > 64 * 1024 && tx.send(Bytes::from(std::mem::take(&mut out))).await.is_err() {
+                    if out.len() > 64 * 1024
+                        && tx
+                            .send(Bytes::from(std::mem::take(&mut out)))
+                            .await
+                            .is_err()
+                    {
                         return;
                     }
                 }
@@ -743,7 +791,10 @@ impl Watcher {
                                 let gone = if ev.kind == EventType::Deleted {
                                     Arc::clone(&ev.object)
                                 } else {
-                                    ev.prev.as_ref().map(|p| Arc::new(p.restamp(ev.rv))).unwrap_or_else(|| Arc::clone(&ev.object))
+                                    ev.prev
+                                        .as_ref()
+                                        .map(|p| Arc::new(p.restamp(ev.rv)))
+                                        .unwrap_or_else(|| Arc::clone(&ev.object))
                                 };
                                 self.push_event(&mut out, "DELETED", &gone);
                             }
@@ -751,14 +802,24 @@ impl Watcher {
                         }
                     }
                     if more {
-                        if !out.is_empty() && tx.send(Bytes::from(std::mem::take(&mut out))).await.is_err() {
+                        if !out.is_empty()
+                            && tx
+                                .send(Bytes::from(std::mem::take(&mut out)))
+                                .await
+                                .is_err()
+                        {
                             return;
                         }
                         continue;
                     }
                 }
             }
-            if !out.is_empty() && tx.send(Bytes::from(std::mem::take(&mut out))).await.is_err() {
+            if !out.is_empty()
+                && tx
+                    .send(Bytes::from(std::mem::take(&mut out)))
+                    .await
+                    .is_err()
+            {
                 return;
             }
             tokio::select! {
@@ -796,7 +857,10 @@ mod tests {
         let (_, k) = decode_continue(&encode_continue(7, &node), Kind::Node).unwrap();
         assert_eq!(k, node);
         assert!(decode_continue("!!", Kind::Pod).is_err());
-        assert_eq!(base64url_decode(&base64url(b"hello?>")).unwrap(), b"hello?>");
+        assert_eq!(
+            base64url_decode(&base64url(b"hello?>")).unwrap(),
+            b"hello?>"
+        );
     }
 
     #[test]
@@ -804,28 +868,64 @@ mod tests {
         let q = Vec::new();
         assert_eq!(negotiate(None, true, &q).unwrap(), Repr::Json);
         assert_eq!(
-            negotiate(Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"), true, &q).unwrap(),
+            negotiate(
+                Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+                true,
+                &q
+            )
+            .unwrap(),
             Repr::Metadata("v1")
         );
-        assert!(negotiate(Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"), false, &q).is_err());
+        assert!(
+            negotiate(
+                Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+                false,
+                &q
+            )
+            .is_err()
+        );
         assert_eq!(
-            negotiate(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"), true, &q).unwrap(),
+            negotiate(
+                Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
+                true,
+                &q
+            )
+            .unwrap(),
             Repr::Table("v1", IncludeObject::Metadata)
         );
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf"), true, &q).unwrap_err().code, 406);
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf"), true, &q)
+                .unwrap_err()
+                .code,
+            406
+        );
     }
 
     #[test]
     fn list_options_validation() {
         let q = |s: &str| super::super::request::parse_query(Some(s));
-        let err = ListOptions::parse(Kind::Pod, &q("resourceVersionMatch=Exact"), false).err().unwrap();
+        let err = ListOptions::parse(Kind::Pod, &q("resourceVersionMatch=Exact"), false)
+            .err()
+            .unwrap();
         assert_eq!(err.code, 422);
         assert_eq!(
             err.message,
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
         );
-        assert!(ListOptions::parse(Kind::Pod, &q("watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"), false).is_ok());
-        let err = ListOptions::parse(Kind::Pod, &q("fieldSelector=spec.foo%3Dx"), false).err().unwrap();
-        assert_eq!((err.code, err.message.as_str()), (400, "field label not supported: spec.foo"));
+        assert!(
+            ListOptions::parse(
+                Kind::Pod,
+                &q("watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"),
+                false
+            )
+            .is_ok()
+        );
+        let err = ListOptions::parse(Kind::Pod, &q("fieldSelector=spec.foo%3Dx"), false)
+            .err()
+            .unwrap();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (400, "field label not supported: spec.foo")
+        );
     }
 }

@@ -81,7 +81,13 @@ fn columns(kind: Kind) -> &'static [Column] {
             ("Status", "string", "", 0, "The status of the node"),
             ("Roles", "string", "", 0, "The roles of the node"),
             ("Age", "string", "", 0, AGE_DOC),
-            ("Version", "string", "", 0, "Kubelet Version reported by the node."),
+            (
+                "Version",
+                "string",
+                "",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
             ("Internal-IP", "string", "", 1, ADDRESSES_DOC),
             ("External-IP", "string", "", 1, ADDRESSES_DOC),
             (
@@ -108,13 +114,7 @@ fn columns(kind: Kind) -> &'static [Column] {
         ],
         Kind::Namespace => &[
             ("Name", "string", "name", 0, NAME_DOC),
-            (
-                "Status",
-                "string",
-                "",
-                0,
-                "The status of the namespace",
-            ),
+            ("Status", "string", "", 0, "The status of the namespace"),
             ("Age", "string", "", 0, AGE_DOC),
         ],
         Kind::ConfigMap => &[
@@ -208,7 +208,10 @@ pub fn human_duration(d: std::time::Duration, negative: bool) -> String {
     format!("{}y", hours / 24 / 365)
 }
 
-fn since(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, now: SystemTime) -> String {
+fn since(
+    t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: SystemTime,
+) -> String {
     let Some(t) = t else {
         return "<unknown>".into();
     };
@@ -233,14 +236,19 @@ fn pod_row(pod: &Pod, now: SystemTime) -> (Vec<Value>, Option<Value>) {
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| phase.clone());
     let conditions = status.conditions.clone().unwrap_or_default();
-    if conditions.iter().any(|c| {
-        c.type_ == "PodScheduled" && c.reason.as_deref() == Some("SchedulingGated")
-    }) {
+    if conditions
+        .iter()
+        .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("SchedulingGated"))
+    {
         reason = "SchedulingGated".into();
     }
     let row_conditions = match phase.as_str() {
-        "Succeeded" => Some(json!([{"type":"Completed","status":"True","reason":"Succeeded","message":"The pod has completed successfully."}])),
-        "Failed" => Some(json!([{"type":"Completed","status":"True","reason":"Failed","message":"The pod failed."}])),
+        "Succeeded" => Some(
+            json!([{"type":"Completed","status":"True","reason":"Succeeded","message":"The pod has completed successfully."}]),
+        ),
+        "Failed" => Some(
+            json!([{"type":"Completed","status":"True","reason":"Failed","message":"The pod failed."}]),
+        ),
         _ => None,
     };
     let total = spec.containers.len();
@@ -262,7 +270,12 @@ fn pod_row(pod: &Pod, now: SystemTime) -> (Vec<Value>, Option<Value>) {
             }
         }
         let state = cs.state.clone().unwrap_or_default();
-        if let Some(r) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
+        if let Some(r) = state
+            .waiting
+            .as_ref()
+            .and_then(|w| w.reason.clone())
+            .filter(|r| !r.is_empty())
+        {
             reason = r;
         } else if let Some(t) = state.terminated.as_ref() {
             reason = match t.reason.clone().filter(|r| !r.is_empty()) {
@@ -278,7 +291,10 @@ fn pod_row(pod: &Pod, now: SystemTime) -> (Vec<Value>, Option<Value>) {
         }
     }
     if reason == "Completed" && has_running {
-        reason = if conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+        reason = if conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
             "Running".into()
         } else {
             "NotReady".into()
@@ -405,10 +421,17 @@ fn node_row(node: &Node, now: SystemTime) -> Vec<Value> {
 }
 
 /// The cells (and row conditions) of one object's row.
-pub fn row(kind: Kind, obj: &Stored, now: SystemTime) -> Result<(Vec<Value>, Option<Value>), serde_json::Error> {
+pub fn row(
+    kind: Kind,
+    obj: &Stored,
+    now: SystemTime,
+) -> Result<(Vec<Value>, Option<Value>), serde_json::Error> {
     Ok(match kind {
         Kind::Pod => pod_row(&serde_json::from_slice::<Pod>(&obj.json)?, now),
-        Kind::Node => (node_row(&serde_json::from_slice::<Node>(&obj.json)?, now), None),
+        Kind::Node => (
+            node_row(&serde_json::from_slice::<Node>(&obj.json)?, now),
+            None,
+        ),
         Kind::Namespace => {
             let ns: Namespace = serde_json::from_slice(&obj.json)?;
             (
