@@ -285,8 +285,9 @@ async fn serve_resource(
     };
     // Namespaced kinds are served cluster-wide (list/watch) or under a namespace; cluster
     // kinds never under one (except namespaces themselves, whose path carries the name).
-    let cluster_path_for_namespaced =
-        kind.namespaced() && info.namespace.is_empty() && !info.name.is_empty();
+    // (`info.name` may also come from a `metadata.name` field selector: look at the path.)
+    let named = info.parts.len() >= 2;
+    let cluster_path_for_namespaced = kind.namespaced() && info.namespace.is_empty() && named;
     let namespaced_path_for_cluster =
         !kind.namespaced() && kind != Kind::Namespace && !info.namespace.is_empty();
     if cluster_path_for_namespaced || namespaced_path_for_cluster || info.parts.len() > 3 {
