@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use kube::runtime::{WatchStreamExt, metadata_watcher, reflector, watcher};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 use support::KubeSim;
 
@@ -112,8 +113,11 @@ async fn metadata_watcher_of_running_pods_and_reflector_through_churn() {
         "Running pods = /sim/expected pods"
     );
 
-    let meta = metadata_watcher(
-        pods.clone(),
+    // kube-rs's metadata watcher: metadata-only lists and watches
+    // (`as=PartialObjectMetadataList` / `as=PartialObjectMetadata`).
+    let meta_api: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+    let meta = watcher(
+        meta_api,
         watcher::Config::default().fields("status.phase=Running"),
     );
     let (reader, writer) = reflector::store();

@@ -98,7 +98,7 @@ impl std::str::FromStr for BackendSpec {
             return Err(bad("the URL must not have a path"));
         }
         let mut versions: Vec<String> = versions;
-        versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         Ok(BackendSpec {
             group: group.to_string(),
             versions,
@@ -814,7 +814,7 @@ mod tests {
     #[test]
     fn kube_version_order() {
         let mut v = vec!["v1alpha1", "v1beta1", "v2", "v1", "v1beta2", "v10"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
         assert_eq!(v, ["v10", "v2", "v1", "v1beta2", "v1beta1", "v1alpha1"]);
     }
 }

@@ -183,15 +183,12 @@ impl Authenticator {
                 }
             }
         }
-        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            match bearer(value) {
-                Some(token) => match self.tokens.get(token) {
-                    Some(user) => return Authn::User(user.clone()),
-                    None => failed = true,
-                },
-                // kube-apiserver ignores other schemes (basic auth is gone), so the request
-                // goes on as if it had no token.
-                None => {}
+        // kube-apiserver ignores other schemes (basic auth is gone): such a request goes on
+        // as if it had no token.
+        if let Some(token) = headers.get(http::header::AUTHORIZATION).and_then(bearer) {
+            match self.tokens.get(token) {
+                Some(user) => return Authn::User(user.clone()),
+                None => failed = true,
             }
         }
         if failed || !self.anonymous {

@@ -88,6 +88,7 @@ fn rate(query: &Query, name: &str) -> Result<Option<f64>, Status> {
 }
 
 impl Control {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Arc<Model>,
         store: Arc<Store>,
@@ -138,12 +139,11 @@ impl Control {
                 }
                 Change::UpsertNode(node) => {
                     let name = node.metadata.name.clone().unwrap_or_default();
-                    if self.store.get(Kind::Node, "", &name).is_none() {
-                        if let Some(id) = self.model.node_id(&name) {
-                            if let Err(e) = self.kubelets.start(id, None).await {
-                                tracing::error!(node = %name, error = %e, "starting the kubelet failed");
-                            }
-                        }
+                    if self.store.get(Kind::Node, "", &name).is_none()
+                        && let Some(id) = self.model.node_id(&name)
+                        && let Err(e) = self.kubelets.start(id, None).await
+                    {
+                        tracing::error!(node = %name, error = %e, "starting the kubelet failed");
                     }
                     summary.push(format!("node {name}"));
                     self.store.upsert(Object::Node(node)).map(|_| ())

@@ -324,10 +324,10 @@ impl Kubelets {
             }
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        if let Ok(mut stop) = slot.stop.lock() {
-            if let Some(old) = stop.replace(tx) {
-                let _ = old.send(());
-            }
+        if let Ok(mut stop) = slot.stop.lock()
+            && let Some(old) = stop.replace(tx)
+        {
+            let _ = old.send(());
         }
         let app = router().with_state(KubeletState {
             shared: Arc::clone(&self.shared),
@@ -348,20 +348,20 @@ impl Kubelets {
     }
 
     fn stop_listener(slot: &Slot) {
-        if let Ok(mut stop) = slot.stop.lock() {
-            if let Some(tx) = stop.take() {
-                let _ = tx.send(());
-            }
+        if let Ok(mut stop) = slot.stop.lock()
+            && let Some(tx) = stop.take()
+        {
+            let _ = tx.send(());
         }
     }
 
     /// Stops and forgets the kubelet of a removed node.
     pub fn remove(&self, name: &str) {
         let id = self.by_name.write().ok().and_then(|mut b| b.remove(name));
-        if let Some(id) = id {
-            if let Some(slot) = self.slots.write().ok().and_then(|mut s| s.remove(&id)) {
-                Self::stop_listener(&slot);
-            }
+        if let Some(id) = id
+            && let Some(slot) = self.slots.write().ok().and_then(|mut s| s.remove(&id))
+        {
+            Self::stop_listener(&slot);
         }
     }
 

@@ -350,6 +350,8 @@ fn rv_range(json: &[u8], meta: (usize, usize)) -> Option<(usize, usize)> {
 }
 
 /// An object of one of the stored kinds, as the model or the API server produces it.
+// Short-lived (built, encoded, dropped): boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Object {
     Namespace(Namespace),
     Node(Node),

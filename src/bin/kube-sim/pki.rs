@@ -892,8 +892,8 @@ mod tests {
         let bundle = ClientCaBundle::new(&[&ca.cert_der]).unwrap();
         let good = admin_cert(&ca).unwrap();
         let bad = admin_cert(&other).unwrap();
-        assert!(bundle.verify(&[good.cert_der.clone()]).is_ok());
-        assert!(bundle.verify(&[bad.cert_der.clone()]).is_err());
+        assert!(bundle.verify(std::slice::from_ref(&good.cert_der)).is_ok());
+        assert!(bundle.verify(std::slice::from_ref(&bad.cert_der)).is_err());
         let expired = ca
             .issue(&LeafSpec {
                 common_name: "old",
@@ -920,25 +920,25 @@ mod tests {
         let kept = pki.rotate(WhichCa::Client, true).unwrap();
         assert!(
             kept.client_bundle
-                .verify(&[first.admin.cert_der.clone()])
+                .verify(std::slice::from_ref(&first.admin.cert_der))
                 .is_ok()
         );
         assert!(
             kept.client_bundle
-                .verify(&[kept.admin.cert_der.clone()])
+                .verify(std::slice::from_ref(&kept.admin.cert_der))
                 .is_ok()
         );
         let dropped = pki.rotate(WhichCa::Client, false).unwrap();
         assert!(
             dropped
                 .client_bundle
-                .verify(&[first.admin.cert_der.clone()])
+                .verify(std::slice::from_ref(&first.admin.cert_der))
                 .is_err()
         );
         assert!(
             dropped
                 .client_bundle
-                .verify(&[dropped.admin.cert_der.clone()])
+                .verify(std::slice::from_ref(&dropped.admin.cert_der))
                 .is_ok()
         );
         assert_eq!(dropped.generation, 3);

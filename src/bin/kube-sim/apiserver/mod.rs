@@ -218,18 +218,19 @@ async fn handle(State(api): State<Arc<ApiServer>>, req: Request) -> Response {
     // /apis/GROUP/VERSION/** of an aggregated group goes to its backend.
     if let Some(rest) = path.strip_prefix("/apis/") {
         let mut segs = rest.split('/');
-        if let (Some(group), Some(version)) = (segs.next(), segs.next()) {
-            if !version.is_empty() && api.aggregator.serves(group) {
-                let parts_for_proxy = crate::aggregator::Forward {
-                    method: parts.method.clone(),
-                    uri: parts.uri.clone(),
-                    headers: parts.headers.clone(),
-                    body,
-                    user,
-                    conn,
-                };
-                return api.aggregator.proxy(group, version, parts_for_proxy).await;
-            }
+        if let (Some(group), Some(version)) = (segs.next(), segs.next())
+            && !version.is_empty()
+            && api.aggregator.serves(group)
+        {
+            let forward = crate::aggregator::Forward {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                body,
+                user,
+                conn,
+            };
+            return api.aggregator.proxy(group, version, forward).await;
         }
     }
     if path.starts_with("/sim/") || path == "/sim" {
@@ -415,7 +416,7 @@ fn serve_non_resource(
         return Status::failure(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource"),
+            "the server does not allow this method on the requested resource",
         )
         .into_response();
     }

@@ -120,12 +120,12 @@ impl RequestInfo {
         } else {
             info.verb = crate::auth::method_verb(method).to_string();
         }
-        if cur.first() == Some(&"namespaces") {
-            if let Some(ns) = cur.get(1) {
-                info.namespace = ns.to_string();
-                if cur.len() > 2 && cur[2] != "status" && cur[2] != "finalize" {
-                    cur = &cur[2..];
-                }
+        if cur.first() == Some(&"namespaces")
+            && let Some(ns) = cur.get(1)
+        {
+            info.namespace = ns.to_string();
+            if cur.len() > 2 && cur[2] != "status" && cur[2] != "finalize" {
+                cur = &cur[2..];
             }
         }
         info.parts = cur.iter().map(|s| s.to_string()).collect();
@@ -142,14 +142,13 @@ impl RequestInfo {
             let watch = query_get(query, "watch")
                 .is_some_and(|w| !matches!(w.to_ascii_lowercase().as_str(), "false" | "0" | ""));
             info.verb = if watch { "watch" } else { "list" }.into();
-            if let Some(fs) = query_get(query, "fieldSelector") {
-                if let Ok(sel) = metrics_bridge::selector::FieldSelector::parse(fs) {
-                    if let Some(name) = sel.required_value("metadata.name") {
-                        if sel.requirements.len() == 1 && is_valid_path_segment_name(name) {
-                            info.name = name.to_string();
-                        }
-                    }
-                }
+            if let Some(sel) = query_get(query, "fieldSelector")
+                .and_then(|fs| metrics_bridge::selector::FieldSelector::parse(fs).ok())
+                && let Some(name) = sel.required_value("metadata.name")
+                && sel.requirements.len() == 1
+                && is_valid_path_segment_name(name)
+            {
+                info.name = name.to_string();
             }
         }
         if info.name.is_empty() && info.verb == "delete" {
