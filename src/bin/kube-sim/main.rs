@@ -247,17 +247,17 @@ async fn run(args: Args) -> Result<(), StartError> {
     ));
     let store = Arc::new(Store::new(args.watch_history));
     let node_ids = model.node_ids();
+    // Objects are built and encoded a node at a time, so the peak holds one node's
+    // k8s-openapi structs, not 150,000 pods' worth.
     let mut initial: Vec<Object> = Vec::new();
     initial.extend(model.namespaces().into_iter().map(Object::Namespace));
     initial.push(apiserver::auth_configmap(&pki, now));
-    initial.extend(
-        node_ids
-            .iter()
-            .filter_map(|id| model.node_object(*id))
-            .map(Object::Node),
-    );
-    initial.extend(model.pod_objects().into_iter().map(Object::Pod));
     store.load(initial)?;
+    for id in &node_ids {
+        let node = model.node_object(*id).map(Object::Node);
+        let pods = model.pod_objects_on_node(*id).unwrap_or_default();
+        store.load(node.into_iter().chain(pods.into_iter().map(Object::Pod)))?;
+    }
     tracing::info!(elapsed = ?started.elapsed(), "objects loaded");
 
     let kubelets = Arc::new(Kubelets::new(
