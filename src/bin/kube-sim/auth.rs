@@ -822,6 +822,15 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_print_the_policy_in_force() {
+        let docs = include_str!("../../../docs/kube-sim.md");
+        assert!(
+            docs.contains(&policy_markdown()),
+            "docs/kube-sim.md is out of date: paste `kube-sim --print-policy` into it"
+        );
+    }
+
+    #[test]
     fn policy_table_lists_every_rule() {
         let md = policy_markdown();
         let rules: usize = POLICY.iter().map(|b| b.rules.len()).sum();

@@ -70,8 +70,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[command(name = "kube-sim", version, after_help = files_help())]
 struct Args {
     /// Directory for the kubeconfigs, CAs, keys and tokens (created if missing).
-    #[arg(long)]
-    dir: PathBuf,
+    #[arg(long, required_unless_present = "print_policy")]
+    dir: Option<PathBuf>,
     /// Number of nodes (each gets a kubelet on 127.1.x.y).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -208,11 +208,12 @@ async fn run(args: Args) -> Result<(), StartError> {
             });
         }
     }
-    std::fs::create_dir_all(&args.dir).map_err(|source| StartError::Dir {
-        path: args.dir.clone(),
+    let dir = args.dir.clone().unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(|source| StartError::Dir {
+        path: dir.clone(),
         source,
     })?;
-    let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     raise_fd_limit(args.nodes);
     let listener = tokio::net::TcpListener::bind(args.apiserver_addr)
         .await
