@@ -251,7 +251,9 @@ pub enum Attributes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
-    /// For an allow, the binding that allowed it, in RBAC's words. Empty for a denial.
+    /// For an allow, the binding that allowed it, in RBAC's words. For a denial, what went
+    /// wrong while evaluating (with `--rbac`: a binding whose role does not exist), which
+    /// kube-apiserver appends to its 403 message; usually empty.
     pub reason: String,
 }
 
@@ -470,11 +472,9 @@ impl Subject {
         match self {
             Subject::User(name) => user.username == *name,
             Subject::Group(g) => user.in_group(g),
-            Subject::ServiceAccount { namespace, name } => user
-                .username
-                .strip_prefix("system:serviceaccount:")
-                .and_then(|rest| rest.split_once(':'))
-                .is_some_and(|(ns, n)| ns == *namespace && n == *name),
+            Subject::ServiceAccount { namespace, name } => {
+                service_account_matches(&user.username, namespace, name)
+            }
         }
     }
 
@@ -490,53 +490,95 @@ impl Subject {
     }
 }
 
-fn has(list: &[&str], item: &str) -> bool {
-    list.iter().any(|x| *x == "*" || *x == item)
+/// Whether `username` is the service account `namespace/name`.
+pub fn service_account_matches(username: &str, namespace: &str, name: &str) -> bool {
+    username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(ns, n)| ns == namespace && n == name)
 }
 
-impl Rule {
-    fn allows(&self, attrs: &Attributes) -> bool {
-        match attrs {
-            Attributes::Resource(r) => {
-                if self.resources.is_empty() || !has(self.verbs, &r.verb) {
-                    return false;
-                }
-                if !has(self.api_groups, &r.group) {
-                    return false;
-                }
-                let combined;
-                let wanted = if r.subresource.is_empty() {
-                    r.resource.as_str()
-                } else {
-                    combined = format!("{}/{}", r.resource, r.subresource);
-                    combined.as_str()
-                };
-                let resource_ok = self.resources.iter().any(|x| {
-                    *x == "*"
-                        || *x == wanted
-                        || (!r.subresource.is_empty()
-                            && x.strip_prefix("*/") == Some(r.subresource.as_str()))
-                });
-                if !resource_ok {
-                    return false;
-                }
-                self.resource_names.is_empty()
-                    || (!r.name.is_empty() && self.resource_names.contains(&r.name.as_str()))
+fn has<S: AsRef<str>>(list: &[S], item: &str) -> bool {
+    list.iter().any(|x| x.as_ref() == "*" || x.as_ref() == item)
+}
+
+/// Whether one RBAC rule allows `attrs`, with the RBAC authorizer's `RuleAllows`: verbs, API
+/// groups, `resource` or `resource/subresource` (`*` matches every resource and
+/// subresource, `*/sub` one subresource of every resource), resource names (a named rule
+/// never matches a request without a name), and non-resource URLs (`*`, exact, or a prefix
+/// ending in `*`). Shared by the fixed policy and `--rbac` objects.
+pub fn rule_allows<S: AsRef<str>>(
+    verbs: &[S],
+    api_groups: &[S],
+    resources: &[S],
+    resource_names: &[S],
+    non_resource_urls: &[S],
+    attrs: &Attributes,
+) -> bool {
+    match attrs {
+        Attributes::Resource(r) => {
+            if resources.is_empty() || !has(verbs, &r.verb) || !has(api_groups, &r.group) {
+                return false;
             }
-            Attributes::NonResource(n) => {
-                has(self.verbs, &n.verb)
-                    && self.non_resource_urls.iter().any(|u| {
-                        *u == "*"
-                            || *u == n.path
-                            || u.strip_suffix('*').is_some_and(|p| n.path.starts_with(p))
-                    })
-            }
+            let resource_ok = resources.iter().map(AsRef::as_ref).any(|x: &str| {
+                if x == "*" {
+                    return true;
+                }
+                if r.subresource.is_empty() {
+                    return x == r.resource;
+                }
+                match x.split_once('/') {
+                    Some((res, sub)) => sub == r.subresource && (res == r.resource || res == "*"),
+                    None => false,
+                }
+            });
+            resource_ok
+                && (resource_names.is_empty()
+                    || (!r.name.is_empty() && resource_names.iter().any(|n| n.as_ref() == r.name)))
+        }
+        Attributes::NonResource(n) => {
+            has(verbs, &n.verb)
+                && non_resource_urls.iter().map(AsRef::as_ref).any(|u: &str| {
+                    u == "*"
+                        || u == n.path
+                        || u.strip_suffix('*').is_some_and(|p| n.path.starts_with(p))
+                })
         }
     }
 }
 
-/// Decides `attrs` for `user` with [`POLICY`].
+impl Rule {
+    fn allows(&self, attrs: &Attributes) -> bool {
+        rule_allows(
+            self.verbs,
+            self.api_groups,
+            self.resources,
+            self.resource_names,
+            self.non_resource_urls,
+            attrs,
+        )
+    }
+}
+
+/// The `--rbac` policy, when kube-sim was started with one; it replaces [`POLICY`].
+static RBAC: std::sync::OnceLock<crate::rbac::Rbac> = std::sync::OnceLock::new();
+
+/// Makes every later [`authorize`] use `rbac` instead of [`POLICY`]. kube-sim calls it once,
+/// at start, before serving; a second policy would be ignored.
+pub fn install_rbac(rbac: crate::rbac::Rbac) {
+    let _ = RBAC.set(rbac);
+}
+
+/// Decides `attrs` for `user` with the `--rbac` policy if there is one, else [`POLICY`].
 pub fn authorize(user: &UserInfo, attrs: &Attributes) -> Decision {
+    if let Some(rbac) = RBAC.get() {
+        return rbac.authorize(user, attrs);
+    }
+    authorize_fixed(user, attrs)
+}
+
+/// Decides `attrs` for `user` with [`POLICY`].
+fn authorize_fixed(user: &UserInfo, attrs: &Attributes) -> Decision {
     for b in POLICY {
         if let Some(ns) = b.namespace {
             // A RoleBinding grants only inside its namespace, and never non-resource URLs.
@@ -633,11 +675,20 @@ pub fn method_verb(method: &http::Method) -> &'static str {
     }
 }
 
+/// Request attributes in one line, for the tests of this module and of `rbac`.
 #[cfg(test)]
-mod tests {
+pub mod testing {
     use super::*;
 
-    fn res(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Attributes {
+    /// A resource request: verb, API group, resource, subresource, namespace, name.
+    pub fn res(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        sub: &str,
+        ns: &str,
+        name: &str,
+    ) -> Attributes {
         Attributes::Resource(ResourceAttributes {
             namespace: ns.into(),
             verb: verb.into(),
@@ -649,12 +700,19 @@ mod tests {
         })
     }
 
-    fn path(verb: &str, p: &str) -> Attributes {
+    /// A non-resource request.
+    pub fn path(verb: &str, p: &str) -> Attributes {
         Attributes::NonResource(NonResourceAttributes {
             path: p.into(),
             verb: verb.into(),
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{path, res};
+    use super::*;
 
     #[test]
     fn decisions_for_each_identity() {

@@ -17,6 +17,7 @@ mod kubelet;
 mod model;
 mod objects;
 mod pki;
+mod rbac;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +116,11 @@ struct Args {
     /// with false they get 401.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     anonymous_auth: bool,
+    /// Authorize with RBAC objects instead of the fixed policy: the cluster's bootstrap
+    /// roles and bindings plus every ClusterRole, ClusterRoleBinding, Role and RoleBinding in
+    /// FILE (multi-document YAML, such as deploy/components.yaml; other kinds are ignored).
+    #[arg(long, value_name = "FILE")]
+    rbac: Option<PathBuf>,
     /// Print the authorization policy as a Markdown table and exit.
     #[arg(long)]
     print_policy: bool,
@@ -140,6 +146,8 @@ enum StartError {
     },
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Rbac(#[from] rbac::RbacError),
     #[error(transparent)]
     Objects(#[from] objects::ObjectsError),
     #[error(transparent)]
@@ -233,6 +241,14 @@ async fn run(args: Args) -> Result<(), StartError> {
     let address = format!("{host}:{}", addr.port());
     let server_url = format!("https://{address}");
 
+    if let Some(path) = &args.rbac {
+        let (policy, loaded) = rbac::Rbac::with_bootstrap(path)?;
+        for warning in policy.dangling_bindings() {
+            tracing::warn!("--rbac {}: {warning}; it grants nothing", path.display());
+        }
+        tracing::info!(file = %path.display(), ?loaded, "RBAC objects loaded");
+        auth::install_rbac(policy);
+    }
     let pki = Arc::new(Pki::new(&dir, addr.ip())?);
     let authn = Arc::new(Authenticator::new(Arc::clone(&pki), args.anonymous_auth));
     let now = SystemTime::now();

@@ -207,8 +207,11 @@ async fn handle(State(api): State<Arc<ApiServer>>, req: Request) -> Response {
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query());
     let info = RequestInfo::parse(&parts.method, &path, &query);
-    if !auth::authorize(&user, &info.attributes()).allowed {
-        return info.forbidden(&user.username).into_response();
+    let decision = auth::authorize(&user, &info.attributes());
+    if !decision.allowed {
+        return info
+            .forbidden(&user.username, &decision.reason)
+            .into_response();
     }
     let accept = parts
         .headers

@@ -178,11 +178,13 @@ impl RequestInfo {
         }
     }
 
-    /// The 403 kube-apiserver answers when this request is denied.
-    pub fn forbidden(&self, user: &str) -> metrics_bridge::status::Status {
+    /// The 403 kube-apiserver answers when this request is denied; a non-empty `reason`
+    /// (the authorizer's) is appended to the message, as kube-apiserver does.
+    pub fn forbidden(&self, user: &str, reason: &str) -> metrics_bridge::status::Status {
         use metrics_bridge::status::Status;
+        let reason = Some(reason);
         if !self.is_resource {
-            return Status::forbidden_path(user, &self.verb, &self.path, None);
+            return Status::forbidden_path(user, &self.verb, &self.path, reason);
         }
         let resource = if self.subresource.is_empty() {
             self.resource.clone()
@@ -191,7 +193,7 @@ impl RequestInfo {
         };
         let ns = (!self.namespace.is_empty()).then_some(self.namespace.as_str());
         let name = (!self.name.is_empty()).then_some(self.name.as_str());
-        Status::forbidden_resource(user, &self.verb, &self.group, &resource, ns, name, None)
+        Status::forbidden_resource(user, &self.verb, &self.group, &resource, ns, name, reason)
     }
 }
 
@@ -252,7 +254,7 @@ mod tests {
         assert_eq!((i.is_resource, i.verb.as_str()), (false, "get"));
         assert_eq!(
             info(Method::GET, "/api/v1/nodes")
-                .forbidden("viewer")
+                .forbidden("viewer", "")
                 .message,
             r#"nodes is forbidden: User "viewer" cannot list resource "nodes" in API group "" at the cluster scope"#
         );
