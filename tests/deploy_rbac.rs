@@ -5,7 +5,8 @@
 //! SubjectAccessReviews, scrape every kubelet's `/metrics/resource` — and each grant in the
 //! file is needed: without it, the request metrics-bridge would make fails with
 //! kube-apiserver's (or the kubelet's) message naming what is missing. kubectl 1.27 and 1.33
-//! (`auth can-i`) and the aggregated `view` role are checked against the same policy.
+//! (`auth can-i`) and the aggregated `view` role are checked against the same policy, and the
+//! prometheus overlay lets Prometheus scrape both endpoints and discover the Service.
 
 mod support;
 
@@ -552,5 +553,79 @@ fn a_bad_rbac_file_stops_kube_sim_with_one_line() {
         assert_eq!(out.status.code(), Some(1), "{}", file.display());
         assert_eq!(String::from_utf8_lossy(&out.stderr), want);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    }
+}
+
+#[tokio::test]
+async fn the_prometheus_overlay_lets_prometheus_scrape_both_endpoints() {
+    let rendered = std::process::Command::new("/usr/bin/kubectl")
+        .arg("kustomize")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays/prometheus"))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(rendered.status.success(), "{rendered:?}");
+    let file = temp_yaml(&String::from_utf8_lossy(&rendered.stdout));
+    let sim = start(file.path());
+    let prometheus = "system:serviceaccount:monitoring:prometheus-k8s";
+    let groups = [
+        "system:serviceaccounts",
+        "system:serviceaccounts:monitoring",
+        "system:authenticated",
+    ];
+    let path_review = |path: &str| {
+        json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": prometheus, "groups": groups,
+                     "nonResourceAttributes": {"path": path, "verb": "get"}},
+        })
+    };
+    let resource_review = |verb: &str, group: &str, resource: &str, namespace: &str| {
+        json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": prometheus, "groups": groups,
+                     "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "namespace": namespace}},
+        })
+    };
+    let reader = "RBAC: allowed by ClusterRoleBinding \"metrics-bridge:prometheus\" of ClusterRole \"metrics-bridge:metrics-reader\" to ServiceAccount \"prometheus-k8s/monitoring\"";
+    let discovery = "RBAC: allowed by RoleBinding \"metrics-bridge:prometheus-discovery/kube-system\" of Role \"metrics-bridge:prometheus-discovery\" to ServiceAccount \"prometheus-k8s/monitoring\"";
+    let cases = [
+        (
+            path_review("/metrics"),
+            json!({"allowed": true, "reason": reader}),
+        ),
+        (
+            path_review("/metrics/resource"),
+            json!({"allowed": true, "reason": reader}),
+        ),
+        (
+            path_review("/metrics/resource/x"),
+            json!({"allowed": false}),
+        ),
+        (
+            path_review("/debug/pprof/profile"),
+            json!({"allowed": false}),
+        ),
+        (
+            resource_review("list", "discovery.k8s.io", "endpointslices", "kube-system"),
+            json!({"allowed": true, "reason": discovery}),
+        ),
+        (
+            resource_review("watch", "", "pods", "kube-system"),
+            json!({"allowed": true, "reason": discovery}),
+        ),
+        (
+            resource_review("list", "", "pods", "default"),
+            json!({"allowed": false}),
+        ),
+        (
+            resource_review("list", "", "secrets", "kube-system"),
+            json!({"allowed": false}),
+        ),
+    ];
+    for (review, want) in cases {
+        let got = admin_review(&sim, review.clone()).await;
+        assert_eq!(got["status"], want, "{review}");
     }
 }
