@@ -293,12 +293,33 @@ impl Model {
     }
 
     /// Every pod of every node (all phases), node by node.
+    ///
+    /// At scale prefer [`Model::visit_pod_objects`]: a `Pod` takes several KiB in memory, so
+    /// 150,000 of them at once cost far more than the whole model.
     pub fn pod_objects(&self) -> Vec<Pod> {
         let mut out = Vec::new();
-        for id in 0..self.nodes.len() {
-            self.nodes.read(id, |n| self.append_pods(n, &mut out));
-        }
+        self.visit_pod_objects(|pod| out.push(pod));
         out
+    }
+
+    /// Hands every pod (all phases), node by node in the same order as
+    /// [`Model::pod_objects`], to `f` one at a time, so a caller can encode and drop each
+    /// before the next is built. The node being visited stays read-locked during its pods'
+    /// calls: `f` must not mutate the model.
+    pub fn visit_pod_objects(&self, mut f: impl FnMut(Pod)) {
+        for id in 0..self.nodes.len() {
+            self.nodes.read(id, |n| {
+                for p in &n.pods {
+                    f(objects::pod(
+                        self.params.seed,
+                        &self.vocab,
+                        n,
+                        p,
+                        PodView::Current,
+                    ));
+                }
+            });
+        }
     }
 
     /// The pods bound to one node; `None` if the node is gone. Lets a caller convert a large

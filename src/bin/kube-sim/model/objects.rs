@@ -103,17 +103,6 @@ mod key {
     pub const BOOT: u64 = 4 << 56;
     pub const MACHINE: u64 = 5 << 56;
     pub const CONTAINER: u64 = 6 << 56;
-    pub const IMAGE: u64 = 7 << 56;
-}
-
-/// `n` random-looking lowercase hex digits from a stream.
-fn hex(rng: &mut Rng, n: usize) -> String {
-    let mut s = String::with_capacity(n + 16);
-    while s.len() < n {
-        s.push_str(&format!("{:016x}", rng.next_u64()));
-    }
-    s.truncate(n);
-    s
 }
 
 /// The cluster's namespaces, all created with the cluster.
@@ -283,7 +272,7 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
                     String::new()
                 },
                 kubelet_version: release.version.to_owned(),
-                machine_id: hex(&mut Rng::keyed(seed, Domain::Uid, key::MACHINE | id), 32),
+                machine_id: seed::hex(&mut Rng::keyed(seed, Domain::Uid, key::MACHINE | id), 32),
                 operating_system: "linux".to_owned(),
                 os_image: "Ubuntu 24.04.2 LTS".to_owned(),
                 system_uuid: uid(seed, key::MACHINE | id),
@@ -291,15 +280,6 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
             }),
             ..NodeStatus::default()
         }),
-    }
-}
-
-/// The image reference a container runs (kube-proxy's tag follows its node's kubelet).
-fn image(template_image: &str, node: &NodeState) -> String {
-    if template_image.contains(':') {
-        template_image.to_owned()
-    } else {
-        format!("{template_image}:{}", node.release.version)
     }
 }
 
@@ -393,7 +373,7 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
             }
             Container {
                 name: c.name.to_string(),
-                image: Some(image(t.image, node)),
+                image: Some(catalog::image_ref(t.image, node.release)),
                 image_pull_policy: Some("IfNotPresent".to_owned()),
                 ports: t.port.map(|(port_name, port)| {
                     vec![ContainerPort {
@@ -451,8 +431,8 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
         .iter()
         .map(|c| {
             let t = catalog::container_template(w, usize::from(c.slot));
-            let image = image(t.image, node);
-            container_status(seed, pod, c, phase, creating, image)
+            let image = catalog::image_ref(t.image, node.release);
+            container_status(seed, vocab, pod, c, phase, creating, image)
         })
         .collect();
     let ready_at = pod
@@ -602,6 +582,7 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
 
 fn container_status(
     seed: u64,
+    vocab: &Vocabulary,
     pod: &PodState,
     c: &ContainerState,
     phase: Phase,
@@ -617,25 +598,13 @@ fn container_status(
     let container_id = |incarnation| {
         format!(
             "containerd://{}",
-            hex(
+            seed::hex(
                 &mut Rng::keyed(seed, Domain::Uid, container_key(incarnation)),
                 64
             )
         )
     };
-    let image_key = image.bytes().fold(0u64, |h, b| seed::mix(h ^ u64::from(b)));
-    let image_digest = hex(
-        &mut Rng::keyed(
-            seed,
-            Domain::Uid,
-            key::IMAGE | (image_key & 0x00FF_FFFF_FFFF_FFFF),
-        ),
-        64,
-    );
-    let image_id = format!(
-        "{}@sha256:{image_digest}",
-        image.split(':').next().unwrap_or(&image)
-    );
+    let image_id = vocab.image_id(seed, &image);
     let mut status = ContainerStatus {
         name: c.name.to_string(),
         image: image.clone(),

@@ -357,6 +357,9 @@ fn pages_have_the_kubelet_layout() {
     }
 
     let m = model(16, 8, 3, 5);
+    let mut visited = Vec::new();
+    m.visit_pod_objects(|p| visited.push(p));
+    assert_eq!(visited, m.pod_objects());
     let mut saw_old = false;
     let mut saw_new = false;
     for id in m.node_ids() {
@@ -1100,7 +1103,16 @@ fn rss_kib() -> u64 {
 #[test]
 #[ignore = "prints figures; run on its own"]
 fn scale_figures() {
-    for (nodes, pods, containers) in [(5_000, 30, 2), (20_000, 30, 2)] {
+    // `SIM_SCALE=20000x30x2` runs one size; RSS figures are only meaningful for the first
+    // size a process builds (later ones reuse freed memory).
+    let sizes: Vec<(usize, usize, usize)> = match std::env::var("SIM_SCALE") {
+        Ok(s) => {
+            let v: Vec<usize> = s.split('x').map(|n| n.parse().unwrap()).collect();
+            vec![(v[0], v[1], v[2])]
+        }
+        Err(_) => vec![(5_000, 30, 2), (20_000, 30, 2)],
+    };
+    for (nodes, pods, containers) in sizes {
         let rss0 = rss_kib();
         let t = Instant::now();
         let m = model(nodes, pods, containers, 1);
@@ -1123,22 +1135,32 @@ fn scale_figures() {
         let t = Instant::now();
         let mut pod_count = 0;
         let mut json = 0;
-        for id in m.node_ids() {
-            for p in m.pod_objects_on_node(id).unwrap() {
-                pod_count += 1;
-                json += serde_json::to_vec(&p).unwrap().len();
-            }
-        }
+        m.visit_pod_objects(|p| {
+            pod_count += 1;
+            json += serde_json::to_vec(&p).map(|v| v.len()).unwrap_or(0);
+        });
         let objects = t.elapsed();
+        let t = Instant::now();
+        let mut built = 0;
+        m.visit_pod_objects(|p| built += p.spec.map_or(0, |s| s.containers.len()));
+        let build_only = t.elapsed();
+        assert_eq!(built, pod_count * containers);
+        let rss2 = rss_kib();
+        let all = m.pod_objects();
+        let rss3 = rss_kib();
+        assert_eq!(all.len(), pod_count);
+        drop(all);
         println!(
             "{nodes} nodes x {pods} pods x {containers} containers: build {build:?}, model RSS +{} MiB; \
              render all pages {render:?} ({:.1} us/page, {} KiB/page); expected() {expected:?} ({} pods); \
-             {pod_count} pod objects built+serialised {objects:?} ({} B JSON/pod)",
+             {pod_count} pod objects built {build_only:?}, built+serialised {objects:?} \
+             ({} B JSON/pod); pod_objects() all at once +{} MiB",
             rss1.saturating_sub(rss0) / 1024,
             render.as_secs_f64() * 1e6 / nodes as f64,
             bytes / nodes / 1024,
             e.pods.len(),
             json / pod_count.max(1),
+            rss3.saturating_sub(rss2) / 1024,
         );
         drop(m);
     }
