@@ -203,8 +203,9 @@ fn millis(t: SystemTime) -> i64 {
 impl Model {
     /// Builds the cluster as it is at `now`: `params.nodes` nodes that have been up for hours
     /// to weeks, each with `pods_per_node` pods (the first a kube-proxy DaemonSet pod) of
-    /// `containers_per_pod` containers.
-    pub fn new(params: SimParams, now: SystemTime) -> Model {
+    /// `containers_per_pod` containers (at least one: the API requires it).
+    pub fn new(mut params: SimParams, now: SystemTime) -> Model {
+        params.containers_per_pod = params.containers_per_pod.max(1);
         let now_ms = millis(now);
         let vocab = Vocabulary::new(params.seed, params.containers_per_pod);
         let nodes = NodeTable::new();
@@ -288,7 +289,12 @@ impl Model {
 
     pub fn node_object(&self, id: NodeId) -> Option<Node> {
         self.nodes.read(id, |n| {
-            objects::node(self.params.seed, n, self.params.kubelet_port)
+            objects::node(
+                self.params.seed,
+                n,
+                self.params.kubelet_port,
+                self.params.pods_per_node,
+            )
         })
     }
 
@@ -611,6 +617,7 @@ impl Model {
                 self.params.seed,
                 &node,
                 self.params.kubelet_port,
+                self.params.pods_per_node,
             )));
             let mut pods = Vec::with_capacity(node.pods.len());
             self.append_pods(&node, &mut pods);

@@ -129,8 +129,10 @@ pub fn namespaces(seed: u64, created_ms: i64) -> Vec<Namespace> {
         .collect()
 }
 
-/// The Node object of `node`, whose kubelet listens on `kubelet_port`.
-pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
+/// The Node object of `node`, whose kubelet listens on `kubelet_port` and admits up to
+/// `max_pods` pods (the kubelet default, 110, unless the cluster packs more).
+pub fn node(seed: u64, node: &NodeState, kubelet_port: u16, max_pods: usize) -> Node {
+    let max_pods = max_pods.max(110).to_string();
     let (cores, _, instance_type) = NODE_SIZES
         .get(usize::from(node.size))
         .copied()
@@ -153,7 +155,7 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
         ("hugepages-1Gi".to_owned(), q("0")),
         ("hugepages-2Mi".to_owned(), q("0")),
         ("memory".to_owned(), memory_quantity(node.memory_kib * 1024)),
-        ("pods".to_owned(), q("110")),
+        ("pods".to_owned(), q(max_pods.clone())),
     ]);
     let allocatable = BTreeMap::from([
         (
@@ -170,7 +172,7 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
             "memory".to_owned(),
             memory_quantity(generate::allocatable_memory_kib(node.memory_kib) * 1024),
         ),
-        ("pods".to_owned(), q("110")),
+        ("pods".to_owned(), q(max_pods.clone())),
     ]);
     let ready_since = time(node.boot_ms + 30_000);
     let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {

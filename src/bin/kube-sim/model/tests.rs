@@ -1023,6 +1023,66 @@ fn objects_carry_what_clients_need() {
 }
 
 #[test]
+fn degenerate_sizes_work() {
+    // No nodes: nothing to list, measure or pick; nodes can still be added.
+    let empty = model(0, 30, 2, 1);
+    assert!(empty.node_ids().is_empty());
+    assert!(empty.pod_objects().is_empty());
+    assert!(empty.create_pods(3, at(T0)).is_empty());
+    assert!(empty.delete_pods_at(3, at(T0)).is_empty());
+    let e = empty.expected(at(T0));
+    assert!(e.nodes.is_empty() && e.pods.is_empty());
+    assert_eq!(empty.add_nodes(1, at(T0)).len(), 1 + 30);
+    assert_eq!(empty.node_id("node-00001"), Some(0));
+
+    // Nodes without pods still report their own usage.
+    let bare = model(2, 0, 2, 1);
+    let p = parse(&page(&bare, 0, T0 + 20_000));
+    assert_eq!(
+        p.keys()
+            .filter(|k| k.0.starts_with("container_") || k.0.starts_with("pod_"))
+            .count(),
+        0
+    );
+    assert!(p[&key("node_cpu_usage_seconds_total", "", "", "")].value > 0.0);
+    assert_eq!(
+        p[&key("node_memory_working_set_bytes", "", "", "")].value,
+        bare.expected(at(T0)).nodes[0].memory_bytes as f64
+    );
+
+    // Zero containers per pod means one: a pod without containers is not valid.
+    let one = model(2, 3, 0, 1);
+    assert_eq!(one.params().containers_per_pod, 1);
+    assert!(
+        one.pod_objects()
+            .iter()
+            .all(|p| p.spec.as_ref().unwrap().containers.len() == 1)
+    );
+
+    // Packed nodes advertise room for their pods.
+    let packed = model(1, 150, 1, 1);
+    let cap = packed
+        .node_object(0)
+        .unwrap()
+        .status
+        .unwrap()
+        .capacity
+        .unwrap();
+    assert_eq!(cap["pods"].0, "150");
+    assert_eq!(
+        model(1, 3, 1, 1)
+            .node_object(0)
+            .unwrap()
+            .status
+            .unwrap()
+            .capacity
+            .unwrap()["pods"]
+            .0,
+        "110"
+    );
+}
+
+#[test]
 fn expected_is_sorted_and_serialises() {
     let m = model(4, 8, 2, 71);
     let e = m.expected(at(T0 + 123));
