@@ -528,6 +528,45 @@ json.dump(out, sys.stdout)
     }
 }
 
+/// Runs a test peer with `input` on stdin; it must succeed.
+fn run_peer(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is a test peer and must be installed: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Prometheus's own linter accepts every page (both kubelet versions).
+#[test]
+fn promtool_accepts_pages() {
+    let m = model(10, 6, 2, 13);
+    for id in m.node_ids() {
+        let out = run_peer("promtool", &["check", "metrics"], &page(&m, id, T0 + 5_000));
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn restart_resets_the_container_only() {
     let m = model(6, 10, 2, 21);
