@@ -33,10 +33,6 @@
 //! Pending and Succeeded pods have no running containers: they are on no page and not in
 //! `expected`.
 
-// The servers calling this API live elsewhere in the binary; entry points some of them do not
-// use yet must not fail the lint gate in non-test builds.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod catalog;
 mod generate;
 mod objects;
@@ -254,11 +250,6 @@ impl Model {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The parameters the model was built with.
-    pub fn params(&self) -> &SimParams {
-        &self.params
-    }
-
     /// Live node ids, ascending.
     pub fn node_ids(&self) -> Vec<NodeId> {
         (0..self.nodes.len())
@@ -300,32 +291,16 @@ impl Model {
 
     /// Every pod of every node (all phases), node by node.
     ///
-    /// At scale prefer [`Model::visit_pod_objects`]: a `Pod` takes several KiB in memory, so
-    /// 150,000 of them at once cost far more than the whole model.
+    /// At scale prefer [`Model::pod_objects_on_node`]: a `Pod` takes ~15 KiB in memory, so
+    /// 150,000 of them at once (2.2 GiB) cost far more than the whole model (54 MiB).
+    // Contract entry point; the API server loads node by node instead.
+    #[allow(dead_code)]
     pub fn pod_objects(&self) -> Vec<Pod> {
         let mut out = Vec::new();
-        self.visit_pod_objects(|pod| out.push(pod));
-        out
-    }
-
-    /// Hands every pod (all phases), node by node in the same order as
-    /// [`Model::pod_objects`], to `f` one at a time, so a caller can encode and drop each
-    /// before the next is built. The node being visited stays read-locked during its pods'
-    /// calls: `f` must not mutate the model.
-    pub fn visit_pod_objects(&self, mut f: impl FnMut(Pod)) {
         for id in 0..self.nodes.len() {
-            self.nodes.read(id, |n| {
-                for p in &n.pods {
-                    f(objects::pod(
-                        self.params.seed,
-                        &self.vocab,
-                        n,
-                        p,
-                        PodView::Current,
-                    ));
-                }
-            });
+            self.nodes.read(id, |n| self.append_pods(n, &mut out));
         }
+        out
     }
 
     /// The pods bound to one node; `None` if the node is gone. Lets a caller convert a large
@@ -336,24 +311,6 @@ impl Model {
             self.append_pods(n, &mut out);
             out
         })
-    }
-
-    /// One pod by namespace and name.
-    pub fn pod_object(&self, namespace: &str, name: &str) -> Option<Pod> {
-        let (ns, id) = self.registry().lookup(namespace, name)?;
-        self.nodes
-            .read(id, |n| {
-                let i = n.pod_index(ns, name)?;
-                let pod = n.pods.get(i)?;
-                Some(objects::pod(
-                    self.params.seed,
-                    &self.vocab,
-                    n,
-                    pod,
-                    PodView::Current,
-                ))
-            })
-            .flatten()
     }
 
     fn append_pods(&self, node: &state::NodeState, out: &mut Vec<Pod>) {
