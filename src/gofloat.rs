@@ -119,6 +119,9 @@ impl Digits {
 /// are equally short); only the layout differs, so the digits are taken from it and laid out
 /// the Go way.
 fn shortest_digits(abs: f64) -> Digits {
+    if let Some(d) = integer_digits(abs) {
+        return d;
+    }
     let mut scratch = [0u8; MAX_LEN];
     let mut w = Cursor {
         buf: &mut scratch,
@@ -160,6 +163,36 @@ fn shortest_digits(abs: f64) -> Digits {
     }
     d.dp = exp + 1;
     d
+}
+
+/// Below 2^53 every integer is a float and so is its neighbour one away, so the shortest
+/// round-trip digits of an integer-valued float are its decimal digits without trailing
+/// zeros: no need for the general algorithm (byte counts and whole seconds are common).
+fn integer_digits(abs: f64) -> Option<Digits> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if !((1.0..EXACT).contains(&abs) && abs.fract() == 0.0) {
+        return None;
+    }
+    // Exact: `abs` is an integer below 2^53.
+    let mut n = abs as u64;
+    let mut rev = [0u8; 20];
+    let mut len = 0;
+    while n > 0 {
+        *rev.get_mut(len)? = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+    }
+    let mut d = Digits {
+        digits: [0; 20],
+        nd: 0,
+        dp: i32::try_from(len).ok()?,
+    };
+    let zeros = rev.iter().take(len).take_while(|&&c| c == b'0').count();
+    for &c in rev.get(zeros..len)?.iter().rev() {
+        *d.digits.get_mut(d.nd)? = c;
+        d.nd += 1;
+    }
+    Some(d)
 }
 
 /// `strconv.AppendFloat(f, 'g', -1, 64)` for finite, non-zero `f`.
@@ -347,6 +380,50 @@ mod tests {
             );
             assert!(text.len() <= 24, "{text}");
         }
+    }
+
+    /// The integer fast path gives exactly what the general path gives.
+    #[test]
+    fn integer_fast_path_agrees_with_general_digits() {
+        let general = |f: f64| {
+            let mut buf = String::new();
+            write!(buf, "{f:e}").unwrap();
+            let (mantissa, exp) = buf.split_once('e').unwrap();
+            let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+            let digits = digits.trim_end_matches('0').to_owned();
+            (digits, exp.parse::<i32>().unwrap() + 1)
+        };
+        let mut x: u64 = 12345;
+        let check = |n: u64| {
+            let f = n as f64;
+            let d = integer_digits(f).unwrap();
+            let ours = String::from_utf8(d.digits[..d.nd].to_vec()).unwrap();
+            assert_eq!((ours, d.dp), general(f), "{n}");
+        };
+        for n in [
+            1,
+            9,
+            10,
+            100,
+            4096,
+            12_533_760,
+            1 << 52,
+            (1 << 53) - 1,
+            999_999_999_999,
+        ] {
+            check(n);
+        }
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            check((x >> 11).max(1));
+            check((x >> (11 + x % 40)).max(1));
+            check(((x >> 30) * 4096).max(1));
+        }
+        assert!(integer_digits(0.5).is_none());
+        assert!(integer_digits(9_007_199_254_740_992.0).is_none());
+        assert!(integer_digits(0.0).is_none());
     }
 
     /// Plain notation exactly for decimal exponents -4..=5, as Go's `%g` rule says.

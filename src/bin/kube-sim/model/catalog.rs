@@ -411,6 +411,32 @@ pub const KUBELET_OLD: KubeletRelease = KubeletRelease {
     reports_kube_proxy_version: true,
 };
 
+/// The image a container runs: the template's, with kube-proxy's tag following its node's
+/// kubelet release.
+pub fn image_ref(template_image: &str, release: &KubeletRelease) -> String {
+    if template_image.contains(':') {
+        template_image.to_owned()
+    } else {
+        format!("{template_image}:{}", release.version)
+    }
+}
+
+/// Every image the cluster runs.
+pub fn all_images() -> Vec<String> {
+    let mut images: Vec<String> = WORKLOADS
+        .iter()
+        .flat_map(|w| std::iter::once(&w.main).chain(w.sidecars.iter()))
+        .flat_map(|t| {
+            [&KUBELET_CURRENT, &KUBELET_OLD]
+                .into_iter()
+                .map(|r| image_ref(t.image, r))
+        })
+        .collect();
+    images.sort();
+    images.dedup();
+    images
+}
+
 /// How a restarted container's previous incarnation ended: (reason, exit code).
 pub const EXIT_REASONS: &[(&str, i32)] = &[("Error", 1), ("OOMKilled", 137), ("Error", 2)];
 

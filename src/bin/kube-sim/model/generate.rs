@@ -4,6 +4,7 @@
 //! working sets, start times, restarts, sample lags — is drawn here, once; afterwards only
 //! the dynamics change the state.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct Vocabulary {
     /// Per workload: the pod-template-hash (Deployments) or controller-revision-hash
     /// (DaemonSets).
     pub template_hashes: Vec<String>,
+    /// Image → `imageID` (`repo@sha256:…`), a digest per image drawn from the seed.
+    image_ids: HashMap<String, String>,
 }
 
 impl Vocabulary {
@@ -44,7 +47,22 @@ impl Vocabulary {
             template_hashes: (0..WORKLOADS.len())
                 .map(|i| template_hash(&mut Rng::keyed(seed, Domain::Workload, i as u64)))
                 .collect(),
+            image_ids: catalog::all_images()
+                .into_iter()
+                .map(|image| {
+                    let id = image_id(seed, &image);
+                    (image, id)
+                })
+                .collect(),
         }
+    }
+
+    /// The `imageID` a runtime reports for `image`.
+    pub fn image_id(&self, seed: u64, image: &str) -> String {
+        self.image_ids
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| image_id(seed, image))
     }
 
     fn container_name(&self, workload: usize, slot: usize) -> Arc<str> {
@@ -61,6 +79,17 @@ impl Vocabulary {
             .map(String::as_str)
             .unwrap_or("")
     }
+}
+
+/// `repo@sha256:<digest>` with a digest drawn from the seed and the image name.
+fn image_id(seed: u64, image: &str) -> String {
+    let key = image.bytes().fold(0u64, |h, b| seed::mix(h ^ u64::from(b)));
+    let digest = seed::hex(&mut Rng::keyed(seed, Domain::Workload, key | 1 << 63), 64);
+    let repo = match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    };
+    format!("{repo}@sha256:{digest}")
 }
 
 /// A hash as Kubernetes renders `pod-template-hash`: the decimal form of a 32-bit hash, each

@@ -103,17 +103,6 @@ mod key {
     pub const BOOT: u64 = 4 << 56;
     pub const MACHINE: u64 = 5 << 56;
     pub const CONTAINER: u64 = 6 << 56;
-    pub const IMAGE: u64 = 7 << 56;
-}
-
-/// `n` random-looking lowercase hex digits from a stream.
-fn hex(rng: &mut Rng, n: usize) -> String {
-    let mut s = String::with_capacity(n + 16);
-    while s.len() < n {
-        s.push_str(&format!("{:016x}", rng.next_u64()));
-    }
-    s.truncate(n);
-    s
 }
 
 /// The cluster's namespaces, all created with the cluster.
@@ -140,8 +129,10 @@ pub fn namespaces(seed: u64, created_ms: i64) -> Vec<Namespace> {
         .collect()
 }
 
-/// The Node object of `node`, whose kubelet listens on `kubelet_port`.
-pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
+/// The Node object of `node`, whose kubelet listens on `kubelet_port` and admits up to
+/// `max_pods` pods (the kubelet default, 110, unless the cluster packs more).
+pub fn node(seed: u64, node: &NodeState, kubelet_port: u16, max_pods: usize) -> Node {
+    let max_pods = max_pods.max(110).to_string();
     let (cores, _, instance_type) = NODE_SIZES
         .get(usize::from(node.size))
         .copied()
@@ -164,7 +155,7 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
         ("hugepages-1Gi".to_owned(), q("0")),
         ("hugepages-2Mi".to_owned(), q("0")),
         ("memory".to_owned(), memory_quantity(node.memory_kib * 1024)),
-        ("pods".to_owned(), q("110")),
+        ("pods".to_owned(), q(max_pods.clone())),
     ]);
     let allocatable = BTreeMap::from([
         (
@@ -181,7 +172,7 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
             "memory".to_owned(),
             memory_quantity(generate::allocatable_memory_kib(node.memory_kib) * 1024),
         ),
-        ("pods".to_owned(), q("110")),
+        ("pods".to_owned(), q(max_pods.clone())),
     ]);
     let ready_since = time(node.boot_ms + 30_000);
     let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
@@ -283,7 +274,7 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
                     String::new()
                 },
                 kubelet_version: release.version.to_owned(),
-                machine_id: hex(&mut Rng::keyed(seed, Domain::Uid, key::MACHINE | id), 32),
+                machine_id: seed::hex(&mut Rng::keyed(seed, Domain::Uid, key::MACHINE | id), 32),
                 operating_system: "linux".to_owned(),
                 os_image: "Ubuntu 24.04.2 LTS".to_owned(),
                 system_uuid: uid(seed, key::MACHINE | id),
@@ -291,15 +282,6 @@ pub fn node(seed: u64, node: &NodeState, kubelet_port: u16) -> Node {
             }),
             ..NodeStatus::default()
         }),
-    }
-}
-
-/// The image reference a container runs (kube-proxy's tag follows its node's kubelet).
-fn image(template_image: &str, node: &NodeState) -> String {
-    if template_image.contains(':') {
-        template_image.to_owned()
-    } else {
-        format!("{template_image}:{}", node.release.version)
     }
 }
 
@@ -393,7 +375,7 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
             }
             Container {
                 name: c.name.to_string(),
-                image: Some(image(t.image, node)),
+                image: Some(catalog::image_ref(t.image, node.release)),
                 image_pull_policy: Some("IfNotPresent".to_owned()),
                 ports: t.port.map(|(port_name, port)| {
                     vec![ContainerPort {
@@ -451,8 +433,8 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
         .iter()
         .map(|c| {
             let t = catalog::container_template(w, usize::from(c.slot));
-            let image = image(t.image, node);
-            container_status(seed, pod, c, phase, creating, image)
+            let image = catalog::image_ref(t.image, node.release);
+            container_status(seed, vocab, pod, c, phase, creating, image)
         })
         .collect();
     let ready_at = pod
@@ -602,6 +584,7 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
 
 fn container_status(
     seed: u64,
+    vocab: &Vocabulary,
     pod: &PodState,
     c: &ContainerState,
     phase: Phase,
@@ -617,25 +600,13 @@ fn container_status(
     let container_id = |incarnation| {
         format!(
             "containerd://{}",
-            hex(
+            seed::hex(
                 &mut Rng::keyed(seed, Domain::Uid, container_key(incarnation)),
                 64
             )
         )
     };
-    let image_key = image.bytes().fold(0u64, |h, b| seed::mix(h ^ u64::from(b)));
-    let image_digest = hex(
-        &mut Rng::keyed(
-            seed,
-            Domain::Uid,
-            key::IMAGE | (image_key & 0x00FF_FFFF_FFFF_FFFF),
-        ),
-        64,
-    );
-    let image_id = format!(
-        "{}@sha256:{image_digest}",
-        image.split(':').next().unwrap_or(&image)
-    );
+    let image_id = vocab.image_id(seed, &image);
     let mut status = ContainerStatus {
         name: c.name.to_string(),
         image: image.clone(),

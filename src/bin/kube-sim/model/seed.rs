@@ -140,6 +140,25 @@ pub fn push_code(out: &mut String, mut code: u64, width: usize) {
     }
 }
 
+/// Appends the low `digits` hex digits of `v`, most significant first.
+fn push_hex(out: &mut String, v: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        let nibble = usize::try_from((v >> (4 * i)) & 0xF).unwrap_or(0);
+        out.push(char::from(HEX[nibble]));
+    }
+}
+
+/// `n` random-looking lowercase hex digits from a stream (container IDs, digests).
+pub fn hex(rng: &mut Rng, n: usize) -> String {
+    let mut s = String::with_capacity(n);
+    while s.len() < n {
+        let left = u32::try_from((n - s.len()).min(16)).unwrap_or(16);
+        push_hex(&mut s, u128::from(rng.next_u64()), left);
+    }
+    s
+}
+
 /// A version-4-shaped UUID from a stream (deterministic, so objects compare equal across runs).
 pub fn uuid(rng: &mut Rng) -> String {
     let hi = rng.next_u64();
@@ -147,15 +166,15 @@ pub fn uuid(rng: &mut Rng) -> String {
     let bytes = (u128::from(hi) << 64) | u128::from(lo);
     // Version 4, variant 10xx.
     let bytes = (bytes & !(0xF << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let h = format!("{bytes:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut s = String::with_capacity(36);
+    for (i, digits) in [8u32, 4, 4, 4, 12].into_iter().enumerate() {
+        if i > 0 {
+            s.push('-');
+        }
+        let shift: u32 = [8u32, 4, 4, 4, 12][i + 1..].iter().sum::<u32>() * 4;
+        push_hex(&mut s, bytes >> shift, digits);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -236,10 +255,37 @@ mod tests {
     }
 
     #[test]
+    fn hex_digits() {
+        let mut s = String::new();
+        push_hex(&mut s, 0xabc, 5);
+        assert_eq!(s, "00abc");
+        let h = hex(&mut Rng::keyed(1, Domain::Uid, 2), 64);
+        assert_eq!(h.len(), 64);
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(hex(&mut Rng::keyed(1, Domain::Uid, 2), 64), h);
+        assert_eq!(hex(&mut Rng::keyed(1, Domain::Uid, 2), 20).len(), 20);
+        assert_ne!(hex(&mut Rng::keyed(1, Domain::Uid, 3), 64), h);
+    }
+
+    #[test]
     fn uuids_have_the_v4_shape() {
         let mut r = Rng::keyed(1, Domain::Pod, 9);
         let u = uuid(&mut r);
         assert_eq!(u.len(), 36);
+        let mut again = Rng::keyed(1, Domain::Pod, 9);
+        let (hi, lo) = (again.next_u64(), again.next_u64());
+        let digits: String = u.chars().filter(|&c| c != '-').collect();
+        let raw = format!("{hi:016x}{lo:016x}");
+        // Only the version nibble and the variant bits differ from the raw draw.
+        let differing = digits
+            .chars()
+            .zip(raw.chars())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(differing <= 2, "{u} vs {raw}");
         let parts: Vec<&str> = u.split('-').collect();
         assert_eq!(
             parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
