@@ -1,0 +1,275 @@
+//! A deterministic kubelet `/metrics/resource` page in the current format, for the parser
+//! benchmark and the decode tests: `[STABLE]` HELP texts, families in the order a kubelet's
+//! registry writes them (sorted by name, series sorted by label values), millisecond
+//! timestamps except on `container_start_time_seconds`, swap series, and values formatted as
+//! Go's `strconv.FormatFloat(v, 'g', -1, 64)` formats them.
+
+use std::fmt::Write as _;
+
+/// What [`kubelet_page`] generated, with the counts a decoder should find.
+pub struct SyntheticPage {
+    pub text: String,
+    /// Sample lines on the page.
+    pub samples: usize,
+    pub pods: usize,
+    pub containers: usize,
+}
+
+const CONTAINER_NAMES: [&str; 4] = ["app", "istio-proxy", "log-shipper", "metrics-agent"];
+const APPS: [&str; 8] = [
+    "checkout",
+    "payments",
+    "frontend",
+    "catalog",
+    "search",
+    "recommender",
+    "cart",
+    "ledger",
+];
+const HASH_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// A page of `pods` pods with `containers_per_pod` containers each (at most 4), spread over
+/// ten namespaces. The same arguments always give the same page.
+pub fn kubelet_page(pods: usize, containers_per_pod: usize) -> SyntheticPage {
+    let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
+    let ts_base: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z in ms
+    let mut pod_list = Vec::with_capacity(pods);
+    for i in 0..pods {
+        let ns = format!("team-{}", i % 10);
+        let app = APPS[i % APPS.len()];
+        let pod = format!("{app}-{}-{}", rng.hash(10), rng.hash(5));
+        pod_list.push((ns, pod));
+    }
+    let per_pod = containers_per_pod.min(CONTAINER_NAMES.len());
+    // (container, namespace, pod): the order of the kubelet's label names.
+    let mut series: Vec<(&str, &str, &str)> = Vec::with_capacity(pods * per_pod);
+    for (ns, pod) in &pod_list {
+        for c in &CONTAINER_NAMES[..per_pod] {
+            series.push((c, ns, pod));
+        }
+    }
+    series.sort_unstable();
+    let mut pods_sorted: Vec<(&str, &str)> = pod_list
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_str()))
+        .collect();
+    pods_sorted.sort_unstable();
+
+    let mut out = String::with_capacity(series.len() * 700 + 4096);
+    let mut samples = 0;
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+    let labels = |(c, ns, pod): (&str, &str, &str)| {
+        format!("container=\"{c}\",namespace=\"{ns}\",pod=\"{pod}\"")
+    };
+
+    family(
+        &mut out,
+        "container_cpu_usage_seconds_total",
+        "counter",
+        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+    );
+    for &s in &series {
+        let cpu = rng.below(5_000_000_000_000) as f64 / 1e9;
+        let ts = ts_base + rng.below(15_000);
+        let _ = writeln!(
+            out,
+            "container_cpu_usage_seconds_total{{{}}} {} {ts}",
+            labels(s),
+            go_float(cpu)
+        );
+        samples += 1;
+    }
+    family(
+        &mut out,
+        "container_memory_working_set_bytes",
+        "gauge",
+        "[STABLE] Current working set of the container in bytes",
+    );
+    for &s in &series {
+        let mem = (4096 + rng.below(4_000_000_000)) as f64;
+        let ts = ts_base + rng.below(15_000);
+        let _ = writeln!(
+            out,
+            "container_memory_working_set_bytes{{{}}} {} {ts}",
+            labels(s),
+            go_float(mem)
+        );
+        samples += 1;
+    }
+    family(
+        &mut out,
+        "container_start_time_seconds",
+        "gauge",
+        "[STABLE] Start time of the container since unix epoch in seconds",
+    );
+    for &s in &series {
+        let start_ns = (ts_base - 86_400_000) * 1_000_000 + rng.below(86_400_000_000_000);
+        let _ = writeln!(
+            out,
+            "container_start_time_seconds{{{}}} {}",
+            labels(s),
+            go_float(start_ns as f64 / 1e9)
+        );
+        samples += 1;
+    }
+    family(
+        &mut out,
+        "container_swap_limit_bytes",
+        "gauge",
+        "[ALPHA] Current amount of the container swap limit in bytes. Reported only on non-windows systems",
+    );
+    for &s in &series {
+        let _ = writeln!(
+            out,
+            "container_swap_limit_bytes{{{}}} 0 {}",
+            labels(s),
+            ts_base
+        );
+        samples += 1;
+    }
+    family(
+        &mut out,
+        "container_swap_usage_bytes",
+        "gauge",
+        "[ALPHA] Current amount of the container swap usage in bytes. Reported only on non-windows systems",
+    );
+    for &s in &series {
+        let swap = if rng.below(4) == 0 {
+            rng.below(100_000_000)
+        } else {
+            0
+        };
+        let _ = writeln!(
+            out,
+            "container_swap_usage_bytes{{{}}} {} {}",
+            labels(s),
+            go_float(swap as f64),
+            ts_base
+        );
+        samples += 1;
+    }
+    family(
+        &mut out,
+        "node_cpu_usage_seconds_total",
+        "counter",
+        "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+    );
+    let _ = writeln!(
+        out,
+        "node_cpu_usage_seconds_total {} {}",
+        go_float(1_234_567.123_456_789),
+        ts_base + 42
+    );
+    family(
+        &mut out,
+        "node_memory_working_set_bytes",
+        "gauge",
+        "[STABLE] Current working set of the node in bytes",
+    );
+    let _ = writeln!(
+        out,
+        "node_memory_working_set_bytes {} {}",
+        go_float(98_765_432_100.0),
+        ts_base + 42
+    );
+    family(
+        &mut out,
+        "node_swap_usage_bytes",
+        "gauge",
+        "[ALPHA] Current swap usage of the node in bytes. Reported only on non-windows systems",
+    );
+    let _ = writeln!(out, "node_swap_usage_bytes 0 {}", ts_base + 42);
+    samples += 3;
+    for (name, kind, help) in [
+        (
+            "pod_cpu_usage_seconds_total",
+            "counter",
+            "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+        ),
+        (
+            "pod_memory_working_set_bytes",
+            "gauge",
+            "[STABLE] Current working set of the pod in bytes",
+        ),
+        (
+            "pod_swap_usage_bytes",
+            "gauge",
+            "[ALPHA] Current amount of the pod swap usage in bytes. Reported only on non-windows systems",
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        for (ns, pod) in &pods_sorted {
+            let v = rng.below(1_000_000_000_000) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}{{namespace=\"{ns}\",pod=\"{pod}\"}} {} {}",
+                go_float(v),
+                ts_base + 7
+            );
+            samples += 1;
+        }
+    }
+    family(
+        &mut out,
+        "resource_scrape_error",
+        "gauge",
+        "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise",
+    );
+    out.push_str("resource_scrape_error 0\n");
+    family(
+        &mut out,
+        "scrape_error",
+        "gauge",
+        "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise",
+    );
+    out.push_str("scrape_error 0\n");
+    samples += 2;
+
+    SyntheticPage {
+        text: out,
+        samples,
+        pods,
+        containers: series.len(),
+    }
+}
+
+/// Go's `strconv.FormatFloat(v, 'g', -1, 64)` for finite values: the shortest digits that
+/// round-trip, in exponent form when the decimal exponent is below -4 or at least 6.
+pub fn go_float(v: f64) -> String {
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn hash(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| char::from(HASH_CHARS[self.below(HASH_CHARS.len() as u64) as usize]))
+            .collect()
+    }
+}
