@@ -651,6 +651,136 @@ container_memory_working_set_bytes{container=\"a\\\\q\",namespace=\"n\",pod=\"p\
         assert_eq!(p.samples, 2);
     }
 
+    const FIXTURES: &[&[u8]] = &[
+        include_bytes!("../tests/fixtures/kubelet/metrics-resource-kind-70pods.prom"),
+        include_bytes!("../tests/fixtures/kubelet/metrics-server-decode-cases/normal.prom"),
+        include_bytes!(
+            "../tests/fixtures/kubelet/metrics-server-decode-cases/without-timestamp-uses-defaulttime.prom"
+        ),
+        include_bytes!(
+            "../tests/fixtures/kubelet/metrics-server-decode-cases/containing-an-incorrect-timestamp.prom"
+        ),
+        include_bytes!(
+            "../tests/fixtures/kubelet/kubelet-collector-cases/arbitrary-container-metrics.prom"
+        ),
+        include_bytes!(
+            "../tests/fixtures/kubelet/kubelet-collector-cases/arbitrary-node-metrics.prom"
+        ),
+        include_bytes!(
+            "../tests/fixtures/kubelet/kubelet-collector-cases/nil-container-metrics.prom"
+        ),
+    ];
+
+    /// Bytes that matter to the grammar, for the mutations to plant.
+    const NASTY: &[u8] = b"\"\\{}=,# \t\n\r\0e.+-:_9Ix\xff\xc3\xa9";
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n.max(1) as u64) as usize
+        }
+    }
+
+    /// One random edit: flip, replace, insert, delete, truncate, duplicate or splice bytes.
+    fn mutate(rng: &mut Rng, data: &mut Vec<u8>) {
+        let len = data.len();
+        let at = rng.below(len + 1);
+        match rng.below(7) {
+            0 if at < len => data[at] ^= 1 << rng.below(8),
+            1 if at < len => data[at] = NASTY[rng.below(NASTY.len())],
+            2 => data.insert(at, NASTY[rng.below(NASTY.len())]),
+            3 if at < len => {
+                data.remove(at);
+            }
+            4 => data.truncate(at),
+            5 => {
+                let end = (at + rng.below(64)).min(len);
+                let piece = data[at..end].to_vec();
+                let to = rng.below(data.len() + 1);
+                data.splice(to..to, piece);
+            }
+            _ => {
+                let other = FIXTURES[rng.below(FIXTURES.len())];
+                let from = rng.below(other.len());
+                let end = (from + rng.below(200)).min(other.len());
+                let to = at.min(data.len());
+                data.splice(to..to, other[from..end].iter().copied());
+            }
+        }
+    }
+
+    /// Deterministic mutation testing, so that CI exercises robustness without cargo-fuzz:
+    /// nothing panics or loops, every error names a real line, and every accepted sample's
+    /// `labels_raw` re-parses to the same labels, with `node="…"` appended as the exposition
+    /// appends it.
+    #[test]
+    fn mutated_fixtures_never_panic_and_errors_carry_their_line() {
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let (mut errors, mut samples) = (0, 0);
+        for round in 0..20_000 {
+            let base = FIXTURES[round % FIXTURES.len()];
+            // Windows of the big page keep each round cheap in a debug build.
+            let start = rng.below(base.len().saturating_sub(3000));
+            let mut data = base[start..(start + 3000).min(base.len())].to_vec();
+            for _ in 0..=rng.below(4) {
+                mutate(&mut rng, &mut data);
+            }
+            let lines = data.split(|&b| b == b'\n').count();
+            let mut items = 0;
+            for entry in Parser::new(&data) {
+                items += 1;
+                assert!(items <= lines + 1, "more entries than lines");
+                match entry {
+                    Ok(Entry::Sample(s)) => {
+                        samples += 1;
+                        check_labels_raw(&s);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        errors += 1;
+                        assert!((1..=lines).contains(&e.line), "{e} of {lines} lines");
+                        assert!(e.column >= 1, "{e}");
+                        assert!(e.to_string().starts_with(&format!("line {},", e.line)));
+                    }
+                }
+            }
+            match decode(&data, TS) {
+                Ok(p) => assert!(p.containers.len() <= p.samples),
+                Err(e) => assert!((1..=lines).contains(&e.line()), "{e}"),
+            }
+        }
+        // The mutations must exercise both outcomes to mean anything.
+        assert!(
+            errors > 10_000 && samples > 40_000,
+            "{errors} errors, {samples} samples"
+        );
+    }
+
+    fn check_labels_raw(s: &Sample<'_>) {
+        let raw = s.labels_raw();
+        let pairs: Vec<_> = s.labels.iter().collect();
+        let again = format!("x{{{raw}}} 0");
+        let reparsed = match Parser::new(again.as_bytes()).next() {
+            Some(Ok(Entry::Sample(r))) => r.labels.iter().collect::<Vec<_>>(),
+            other => panic!("{again:?} does not re-parse: {other:?}"),
+        };
+        assert_eq!(pairs, reparsed);
+        let sep = if raw.is_empty() { "" } else { "," };
+        let extended = format!("x{{{raw}{sep}node=\"n\"}} 0");
+        match Parser::new(extended.as_bytes()).next() {
+            Some(Ok(Entry::Sample(r))) => {
+                let mut got: Vec<_> = r.labels.iter().collect();
+                assert_eq!(got.pop(), Some(("node", Cow::Borrowed("n"))));
+                assert_eq!(got, pairs);
+            }
+            other => panic!("{extended:?} does not parse: {other:?}"),
+        }
+    }
+
     #[test]
     fn empty_page() {
         let p = page("");
