@@ -40,7 +40,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::parse::{Entry, ParseError, Parser, Sample, unescape_label_value};
+use crate::parse::{Entry, ParseError, Parser, Sample};
 
 /// One observation, in metrics-server's units.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -241,12 +241,6 @@ fn to_i64(x: f64) -> i64 {
     }
 }
 
-/// Whether a stored (unescaped) label value equals a raw one from the payload.
-#[inline]
-fn same(stored: &str, raw: &str) -> bool {
-    *unescape_label_value(raw) == *stored
-}
-
 /// A first guess at how many containers a page of `len` bytes holds: a kubelet writes at
 /// least three lines of well over 100 bytes for each, so this rarely needs to grow and never
 /// over-allocates by more than a small factor.
@@ -295,6 +289,9 @@ impl<'a> Containers<'a> {
         }
         let (namespace, pod, container) = (namespace?, pod?, container?);
 
+        let labels = sample.labels;
+        // Whether a stored (unescaped) value equals a raw one from this sample.
+        let same = |stored: &str, raw: &'a str| *labels.unescape(raw) == *stored;
         let at = self.cursor;
         let guessed = self.points.get(at).is_some_and(|c| {
             same(&c.pod, pod) && same(&c.container, container) && same(&c.namespace, namespace)
@@ -303,9 +300,9 @@ impl<'a> Containers<'a> {
             at
         } else {
             let key = (
-                unescape_label_value(namespace),
-                unescape_label_value(pod),
-                unescape_label_value(container),
+                labels.unescape(namespace),
+                labels.unescape(pod),
+                labels.unescape(container),
             );
             let next = self.points.len();
             let i = *self.index.entry(key.clone()).or_insert(next);

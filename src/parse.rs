@@ -132,6 +132,8 @@ impl<'a> Sample<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Labels<'a> {
     raw: &'a str,
+    /// Whether any value holds a backslash; without one no value needs unescaping.
+    escaped: bool,
 }
 
 impl<'a> Labels<'a> {
@@ -147,10 +149,27 @@ impl<'a> Labels<'a> {
         self.raw.is_empty()
     }
 
+    /// Whether some value holds a backslash escape. When not, every raw value is its own
+    /// unescaped value.
+    pub fn has_escapes(&self) -> bool {
+        self.escaped
+    }
+
+    /// A raw value of this set, unescaped.
+    #[inline]
+    pub fn unescape(&self, raw_value: &'a str) -> Cow<'a, str> {
+        if self.escaped {
+            unescape_label_value(raw_value)
+        } else {
+            Cow::Borrowed(raw_value)
+        }
+    }
+
     /// The pairs in order, with values unescaped (borrowed unless they held an escape).
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + 'a {
+        let labels = *self;
         self.iter_raw()
-            .map(|(name, value)| (name, unescape_label_value(value)))
+            .map(move |(name, value)| (name, labels.unescape(value)))
     }
 
     /// The pairs in order, with values exactly as written between the quotes.
@@ -165,7 +184,7 @@ impl<'a> Labels<'a> {
     pub fn get(&self, name: &str) -> Option<Cow<'a, str>> {
         self.iter_raw()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| unescape_label_value(v))
+            .map(|(_, v)| self.unescape(v))
     }
 }
 
@@ -196,7 +215,7 @@ impl<'a> Iterator for RawLabels<'a> {
             return None;
         }
         let value_start = p + 1;
-        let value_end = find_closing_quote(b, value_start)?;
+        let (value_end, _) = find_closing_quote(b, value_start)?;
         let value = self.raw.get(value_start..value_end)?;
         p = skip_blanks(b, value_end + 1);
         if b.get(p) == Some(&b',') {
@@ -339,6 +358,9 @@ pub struct Parser<'a> {
     /// Column (1-based) of the first invalid UTF-8 byte in the line that follows `text`.
     utf8_error_column: Option<usize>,
     done: bool,
+    /// The previous sample's metric name: a family's samples share it, so checking for it
+    /// first skips most per-byte name scanning.
+    last_name: &'a str,
 }
 
 impl<'a> Parser<'a> {
@@ -364,6 +386,7 @@ impl<'a> Parser<'a> {
             line: 0,
             utf8_error_column,
             done: false,
+            last_name: "",
         }
     }
 
@@ -410,12 +433,13 @@ impl<'a> Iterator for Parser<'a> {
                     kind: ParseErrorKind::InvalidUtf8,
                 }));
             };
-            match parse_line(line) {
+            match parse_line(line, self.last_name) {
                 Ok(None) => continue,
                 Ok(Some(entry)) => {
                     return Some(Ok(match entry {
                         Entry::Sample(mut s) => {
                             s.line = self.line;
+                            self.last_name = s.name;
                             Entry::Sample(s)
                         }
                         other => other,
@@ -514,17 +538,45 @@ fn scan_label_name(b: &[u8], p: usize) -> usize {
     scan_class(b, p, LABEL_START, LABEL_CONT)
 }
 
-/// Index of the `"` closing a label value whose text starts at `p`; a backslash escapes the
-/// byte after it. Multi-byte characters never contain `"` or `\`, so bytes are enough.
+/// Index of the `"` closing a label value whose text starts at `p`, and whether the value
+/// holds a backslash (which escapes the byte after it). Multi-byte characters never contain
+/// `"` or `\`, so bytes are enough.
+///
+/// Label values are most of a kubelet page's bytes, so this looks at eight at a time.
 #[inline]
-fn find_closing_quote(b: &[u8], mut p: usize) -> Option<usize> {
+fn find_closing_quote(b: &[u8], mut p: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
     loop {
+        if let Some(chunk) = b.get(p..p + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+            let x = u64::from_le_bytes(chunk);
+            let marks = bytes_equal(x, b'"') | bytes_equal(x, b'\\');
+            if marks == 0 {
+                p += 8;
+                continue;
+            }
+            p += (marks.trailing_zeros() / 8) as usize;
+        }
         match *b.get(p)? {
-            b'"' => return Some(p),
-            b'\\' => p += 2,
+            b'"' => return Some((p, escaped)),
+            b'\\' => {
+                escaped = true;
+                p += 2;
+            }
             _ => p += 1,
         }
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Sets the high bit of each byte of `x` (little-endian) that equals `byte`. Only the lowest
+/// mark is guaranteed exact (a borrow can mark a byte above a match), which is the one the
+/// caller uses.
+#[inline]
+fn bytes_equal(x: u64, byte: u8) -> u64 {
+    let y = x ^ (ONES * u64::from(byte));
+    y.wrapping_sub(ONES) & !y & HIGHS
 }
 
 /// End of the token starting at `p`: the next blank or the end of the line.
@@ -567,14 +619,15 @@ fn sub(line: &str, a: usize, b: usize) -> Result<&str, LineError> {
     line.get(a..b).ok_or((a, ParseErrorKind::InvalidUtf8))
 }
 
-/// Parses one line without its terminator. `Ok(None)` for a blank line.
-fn parse_line(line: &str) -> Result<Option<Entry<'_>>, LineError> {
+/// Parses one line without its terminator. `Ok(None)` for a blank line. `name_hint` is a
+/// valid metric name the line probably starts with.
+fn parse_line<'a>(line: &'a str, name_hint: &str) -> Result<Option<Entry<'a>>, LineError> {
     let b = line.as_bytes();
     let p = skip_blanks(b, 0);
     match b.get(p) {
         None => Ok(None),
         Some(b'#') => parse_hash_line(line, p + 1).map(Some),
-        Some(_) => parse_sample(line, p).map(|s| Some(Entry::Sample(s))),
+        Some(_) => parse_sample(line, p, name_hint).map(|s| Some(Entry::Sample(s))),
     }
 }
 
@@ -642,10 +695,20 @@ fn parse_hash_line(line: &str, p: usize) -> Result<Entry<'_>, LineError> {
     }
 }
 
-/// A sample line whose first non-blank byte is at `p`.
-fn parse_sample(line: &str, p: usize) -> Result<Sample<'_>, LineError> {
+/// A sample line whose first non-blank byte is at `p`; see [`parse_line`] for `name_hint`.
+fn parse_sample<'a>(line: &'a str, p: usize, name_hint: &str) -> Result<Sample<'a>, LineError> {
     let b = line.as_bytes();
-    let name_end = scan_metric_name(b, p);
+    let rest = b.get(p..).unwrap_or_default();
+    let hinted = p + name_hint.len();
+    let name_end = if !name_hint.is_empty()
+        && rest.starts_with(name_hint.as_bytes())
+        && b.get(hinted)
+            .is_none_or(|&c| CLASS[usize::from(c)] & METRIC_CONT == 0)
+    {
+        hinted
+    } else {
+        scan_metric_name(b, p)
+    };
     if name_end == p {
         return Err((
             p,
@@ -658,8 +721,8 @@ fn parse_sample(line: &str, p: usize) -> Result<Sample<'_>, LineError> {
     let mut q = skip_blanks(b, name_end);
     let mut labels = Labels::default();
     if b.get(q) == Some(&b'{') {
-        let (raw, close) = parse_label_set(line, q + 1)?;
-        labels = Labels { raw };
+        let (set, close) = parse_label_set(line, q + 1)?;
+        labels = set;
         q = skip_blanks(b, close + 1);
     } else if q == name_end && q < b.len() {
         return Err((
@@ -720,16 +783,20 @@ fn parse_sample(line: &str, p: usize) -> Result<Sample<'_>, LineError> {
     })
 }
 
-/// Validates the label set whose text starts at `p` (just after `{`). Returns the trimmed
-/// pairs text (see [`Labels::raw`]) and the index of the closing `}`.
-fn parse_label_set(line: &str, p: usize) -> Result<(&str, usize), LineError> {
+/// Validates the label set whose text starts at `p` (just after `{`). Returns the labels
+/// and the index of the closing `}`.
+fn parse_label_set(line: &str, p: usize) -> Result<(Labels<'_>, usize), LineError> {
     let b = line.as_bytes();
     let first = skip_blanks(b, p);
     let mut last_end = first;
     let mut q = first;
+    let mut escaped = false;
     loop {
         match b.get(q) {
-            Some(b'}') => return Ok((sub(line, first, last_end)?, q)),
+            Some(b'}') => {
+                let raw = sub(line, first, last_end)?;
+                return Ok((Labels { raw, escaped }, q));
+            }
             Some(_) => {}
             None => {
                 return Err((
@@ -771,8 +838,9 @@ fn parse_label_set(line: &str, p: usize) -> Result<(&str, usize), LineError> {
                 },
             ));
         }
-        let close = find_closing_quote(b, q + 1)
+        let (close, value_escaped) = find_closing_quote(b, q + 1)
             .ok_or_else(|| (q, ParseErrorKind::UnterminatedLabelValue { name: label() }))?;
+        escaped |= value_escaped;
         last_end = close + 1;
         q = skip_blanks(b, last_end);
         match b.get(q) {
@@ -953,14 +1021,16 @@ fn parse_timestamp(tok: &[u8]) -> Option<i64> {
     if tok.is_empty() {
         return None;
     }
-    let mut v: i64 = 0;
-    for &c in tok {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
+    if !tok.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    Some(v)
+    // Eighteen digits cannot overflow an i64; only longer tokens need checked arithmetic.
+    if tok.len() <= 18 {
+        return Some(tok.iter().fold(0, |v, &c| v * 10 + i64::from(c - b'0')));
+    }
+    tok.iter().try_fold(0i64, |v, &c| {
+        v.checked_mul(10)?.checked_add(i64::from(c - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -1548,6 +1618,68 @@ mod tests {
         assert!(entries("").is_empty());
         assert!(entries("\n\r\n \t\n").is_empty());
         assert_eq!(Parser::new(b"\n\n").lines_read(), 0);
+    }
+
+    #[test]
+    fn the_previous_name_is_only_a_hint() {
+        let got: Vec<_> = samples("m 1\nm_total 2\nm{a=\"1\"} 3\nm:x 4\nm 5\nmm 6\nm\t7\n")
+            .iter()
+            .map(|s| (s.name, s.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("m", 1.0),
+                ("m_total", 2.0),
+                ("m", 3.0),
+                ("m:x", 4.0),
+                ("m", 5.0),
+                ("mm", 6.0),
+                ("m", 7.0)
+            ]
+        );
+        let e = error("abc 1\nabc-d 2\n");
+        assert_eq!((e.line, e.column), (2, 4));
+    }
+
+    /// The eight-bytes-at-a-time search must find quotes and backslashes at every offset.
+    #[test]
+    fn closing_quotes_and_escapes_at_every_offset() {
+        for len in 0..40 {
+            for esc in [None, Some(0), Some(7), Some(8), Some(15)] {
+                let mut value = "v".repeat(len);
+                let mut want = value.clone();
+                if let Some(at) = esc.filter(|&at| at <= len) {
+                    value.insert_str(at, "\\\"");
+                    want.insert(at, '"');
+                }
+                let line = format!("m{{a=\"{value}\",b=\"x\"}} 1");
+                let s = one(&line);
+                assert_eq!(labels(&s), pairs(&[("a", &want), ("b", "x")]), "{line}");
+                assert_eq!(s.labels.has_escapes(), value.contains('\\'), "{line}");
+            }
+            let line = format!("m{{a=\"{}", "v".repeat(len));
+            assert_eq!(
+                error(&line).kind,
+                ParseErrorKind::UnterminatedLabelValue { name: "a".into() },
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_timestamps_are_checked_for_overflow() {
+        assert_eq!(
+            one("m 1 999999999999999999").timestamp_ms,
+            Some(999_999_999_999_999_999)
+        );
+        assert_eq!(one("m 1 0000000000000000000000001").timestamp_ms, Some(1));
+        assert_eq!(
+            error("m 1 9999999999999999999").kind,
+            ParseErrorKind::InvalidTimestamp {
+                token: "9999999999999999999".into()
+            }
+        );
     }
 
     #[test]

@@ -32,7 +32,6 @@ const HASH_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// ten namespaces. The same arguments always give the same page.
 pub fn kubelet_page(pods: usize, containers_per_pod: usize) -> SyntheticPage {
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
-    let ts_base: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z in ms
     let mut pod_list = Vec::with_capacity(pods);
     for i in 0..pods {
         let ns = format!("team-{}", i % 10);
@@ -55,134 +54,87 @@ pub fn kubelet_page(pods: usize, containers_per_pod: usize) -> SyntheticPage {
         .collect();
     pods_sorted.sort_unstable();
 
-    let mut out = String::with_capacity(series.len() * 700 + 4096);
-    let mut samples = 0;
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+    let mut page = Writer {
+        out: String::with_capacity(series.len() * 700 + 4096),
+        samples: 0,
     };
-    let labels = |(c, ns, pod): (&str, &str, &str)| {
-        format!("container=\"{c}\",namespace=\"{ns}\",pod=\"{pod}\"")
-    };
-
-    family(
-        &mut out,
-        "container_cpu_usage_seconds_total",
-        "counter",
-        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
-    );
-    for &s in &series {
-        let cpu = rng.below(5_000_000_000_000) as f64 / 1e9;
-        let ts = ts_base + rng.below(15_000);
-        let _ = writeln!(
-            out,
-            "container_cpu_usage_seconds_total{{{}}} {} {ts}",
-            labels(s),
-            go_float(cpu)
-        );
-        samples += 1;
+    // (family, type, help, value in base units, timestamp jitter in ms or None for none).
+    type Gen = fn(&mut Rng) -> f64;
+    let container_families: [(&str, &str, &str, Gen, Option<u64>); 5] = [
+        (
+            "container_cpu_usage_seconds_total",
+            "counter",
+            "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+            |r| r.below(5_000_000_000_000) as f64 / 1e9,
+            Some(15_000),
+        ),
+        (
+            "container_memory_working_set_bytes",
+            "gauge",
+            "[STABLE] Current working set of the container in bytes",
+            |r| (4096 + r.below(4_000_000_000)) as f64,
+            Some(15_000),
+        ),
+        (
+            "container_start_time_seconds",
+            "gauge",
+            "[STABLE] Start time of the container since unix epoch in seconds",
+            |r| ((TS_BASE - 86_400_000) * 1_000_000 + r.below(86_400_000_000_000)) as f64 / 1e9,
+            None,
+        ),
+        (
+            "container_swap_limit_bytes",
+            "gauge",
+            "[ALPHA] Current amount of the container swap limit in bytes. Reported only on non-windows systems",
+            |_| 0.0,
+            Some(1),
+        ),
+        (
+            "container_swap_usage_bytes",
+            "gauge",
+            "[ALPHA] Current amount of the container swap usage in bytes. Reported only on non-windows systems",
+            |r| {
+                if r.below(4) == 0 {
+                    r.below(100_000_000) as f64
+                } else {
+                    0.0
+                }
+            },
+            Some(1),
+        ),
+    ];
+    for (name, kind, help, value, jitter) in container_families {
+        page.family(name, kind, help);
+        for &(c, ns, pod) in &series {
+            let labels = format!("container=\"{c}\",namespace=\"{ns}\",pod=\"{pod}\"");
+            let v = value(&mut rng);
+            let ts = jitter.map(|j| TS_BASE + rng.below(j));
+            page.sample(name, &labels, v, ts);
+        }
     }
-    family(
-        &mut out,
-        "container_memory_working_set_bytes",
-        "gauge",
-        "[STABLE] Current working set of the container in bytes",
-    );
-    for &s in &series {
-        let mem = (4096 + rng.below(4_000_000_000)) as f64;
-        let ts = ts_base + rng.below(15_000);
-        let _ = writeln!(
-            out,
-            "container_memory_working_set_bytes{{{}}} {} {ts}",
-            labels(s),
-            go_float(mem)
-        );
-        samples += 1;
+    for (name, kind, help, v) in [
+        (
+            "node_cpu_usage_seconds_total",
+            "counter",
+            "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+            1_234_567.123_456_789,
+        ),
+        (
+            "node_memory_working_set_bytes",
+            "gauge",
+            "[STABLE] Current working set of the node in bytes",
+            98_765_432_100.0,
+        ),
+        (
+            "node_swap_usage_bytes",
+            "gauge",
+            "[ALPHA] Current swap usage of the node in bytes. Reported only on non-windows systems",
+            0.0,
+        ),
+    ] {
+        page.family(name, kind, help);
+        page.sample(name, "", v, Some(TS_BASE + 42));
     }
-    family(
-        &mut out,
-        "container_start_time_seconds",
-        "gauge",
-        "[STABLE] Start time of the container since unix epoch in seconds",
-    );
-    for &s in &series {
-        let start_ns = (ts_base - 86_400_000) * 1_000_000 + rng.below(86_400_000_000_000);
-        let _ = writeln!(
-            out,
-            "container_start_time_seconds{{{}}} {}",
-            labels(s),
-            go_float(start_ns as f64 / 1e9)
-        );
-        samples += 1;
-    }
-    family(
-        &mut out,
-        "container_swap_limit_bytes",
-        "gauge",
-        "[ALPHA] Current amount of the container swap limit in bytes. Reported only on non-windows systems",
-    );
-    for &s in &series {
-        let _ = writeln!(
-            out,
-            "container_swap_limit_bytes{{{}}} 0 {}",
-            labels(s),
-            ts_base
-        );
-        samples += 1;
-    }
-    family(
-        &mut out,
-        "container_swap_usage_bytes",
-        "gauge",
-        "[ALPHA] Current amount of the container swap usage in bytes. Reported only on non-windows systems",
-    );
-    for &s in &series {
-        let swap = if rng.below(4) == 0 {
-            rng.below(100_000_000)
-        } else {
-            0
-        };
-        let _ = writeln!(
-            out,
-            "container_swap_usage_bytes{{{}}} {} {}",
-            labels(s),
-            go_float(swap as f64),
-            ts_base
-        );
-        samples += 1;
-    }
-    family(
-        &mut out,
-        "node_cpu_usage_seconds_total",
-        "counter",
-        "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
-    );
-    let _ = writeln!(
-        out,
-        "node_cpu_usage_seconds_total {} {}",
-        go_float(1_234_567.123_456_789),
-        ts_base + 42
-    );
-    family(
-        &mut out,
-        "node_memory_working_set_bytes",
-        "gauge",
-        "[STABLE] Current working set of the node in bytes",
-    );
-    let _ = writeln!(
-        out,
-        "node_memory_working_set_bytes {} {}",
-        go_float(98_765_432_100.0),
-        ts_base + 42
-    );
-    family(
-        &mut out,
-        "node_swap_usage_bytes",
-        "gauge",
-        "[ALPHA] Current swap usage of the node in bytes. Reported only on non-windows systems",
-    );
-    let _ = writeln!(out, "node_swap_usage_bytes 0 {}", ts_base + 42);
-    samples += 3;
     for (name, kind, help) in [
         (
             "pod_cpu_usage_seconds_total",
@@ -200,39 +152,63 @@ pub fn kubelet_page(pods: usize, containers_per_pod: usize) -> SyntheticPage {
             "[ALPHA] Current amount of the pod swap usage in bytes. Reported only on non-windows systems",
         ),
     ] {
-        family(&mut out, name, kind, help);
+        page.family(name, kind, help);
         for (ns, pod) in &pods_sorted {
             let v = rng.below(1_000_000_000_000) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{name}{{namespace=\"{ns}\",pod=\"{pod}\"}} {} {}",
-                go_float(v),
-                ts_base + 7
+            page.sample(
+                name,
+                &format!("namespace=\"{ns}\",pod=\"{pod}\""),
+                v,
+                Some(TS_BASE + 7),
             );
-            samples += 1;
         }
     }
-    family(
-        &mut out,
-        "resource_scrape_error",
-        "gauge",
-        "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise",
-    );
-    out.push_str("resource_scrape_error 0\n");
-    family(
-        &mut out,
-        "scrape_error",
-        "gauge",
-        "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise",
-    );
-    out.push_str("scrape_error 0\n");
-    samples += 2;
+    for name in ["resource_scrape_error", "scrape_error"] {
+        let stability = if name == "scrape_error" {
+            "ALPHA"
+        } else {
+            "STABLE"
+        };
+        let help = format!(
+            "[{stability}] 1 if there was an error while getting container metrics, 0 otherwise"
+        );
+        page.family(name, "gauge", &help);
+        page.sample(name, "", 0.0, None);
+    }
 
     SyntheticPage {
-        text: out,
-        samples,
+        text: page.out,
+        samples: page.samples,
         pods,
         containers: series.len(),
+    }
+}
+
+/// 2026-01-01T00:00:00Z in milliseconds.
+const TS_BASE: u64 = 1_767_225_600_000;
+
+struct Writer {
+    out: String,
+    samples: usize,
+}
+
+impl Writer {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: f64, ts: Option<u64>) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            let _ = write!(self.out, "{{{labels}}}");
+        }
+        let _ = write!(self.out, " {}", go_float(value));
+        if let Some(ts) = ts {
+            let _ = write!(self.out, " {ts}");
+        }
+        self.out.push('\n');
+        self.samples += 1;
     }
 }
 
