@@ -76,9 +76,6 @@ pub struct Page<'a> {
     pub containers: Vec<ContainerPoint<'a>>,
     /// How many series lines the page held.
     pub samples: usize,
-    /// How many pods the page mentioned but were dropped because one of their containers
-    /// lacked CPU or memory (metrics-server's "Failed getting complete Pod metric").
-    pub dropped_pods: usize,
 }
 
 impl<'a> Page<'a> {
@@ -87,6 +84,19 @@ impl<'a> Page<'a> {
         self.containers
             .chunk_by(|a, b| a.namespace == b.namespace && a.pod == b.pod)
     }
+}
+
+/// What decoding left out of a page, for logs and self-metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Pods dropped because one of their containers lacked CPU or memory
+    /// (metrics-server's "Failed getting complete Pod metric").
+    pub dropped_pods: usize,
+    /// Whether the page had node series but no complete node point
+    /// (metrics-server's "Failed getting complete node metric").
+    pub incomplete_node: bool,
+    /// Container series skipped for lacking a `namespace`, `pod` or `container` label.
+    pub unattributed_series: usize,
 }
 
 /// Why a page could not be decoded.
@@ -148,6 +158,15 @@ impl Series {
 /// the payload length up front; nothing is allocated per sample unless a label value needs
 /// unescaping.
 pub fn decode(payload: &[u8], default_timestamp_ns: i64) -> Result<Page<'_>, DecodeError> {
+    decode_with_stats(payload, default_timestamp_ns).map(|(page, _)| page)
+}
+
+/// [`decode`], also saying what the page had that the rules left out. Dropped pods and an
+/// incomplete node are also logged at debug level, as metrics-server logs them at `-v=1`.
+pub fn decode_with_stats(
+    payload: &[u8],
+    default_timestamp_ns: i64,
+) -> Result<(Page<'_>, DecodeStats), DecodeError> {
     // metrics-server converts the scrape time to whole milliseconds before using it.
     let default_ts = default_timestamp_ns
         .div_euclid(NS_PER_MS)
@@ -156,6 +175,7 @@ pub fn decode(payload: &[u8], default_timestamp_ns: i64) -> Result<Page<'_>, Dec
     let mut node: Option<Point> = None;
     let mut containers = Containers::with_capacity(estimate_containers(payload.len()));
     let mut samples = 0usize;
+    let mut stats = DecodeStats::default();
 
     for entry in Parser::new(payload) {
         let Entry::Sample(sample) = entry? else {
@@ -180,20 +200,32 @@ pub fn decode(payload: &[u8], default_timestamp_ns: i64) -> Result<Page<'_>, Dec
             }
             _ => match containers.point(&sample) {
                 Some(p) => p,
-                None => continue,
+                None => {
+                    stats.unattributed_series += 1;
+                    continue;
+                }
             },
         };
         apply(point, series, sample.value, ts);
     }
 
-    let node = node.filter(|p| p.cpu_ns != 0 && p.memory_bytes != 0);
+    let complete = node.filter(|p| p.cpu_ns != 0 && p.memory_bytes != 0);
+    if let (Some(p), None) = (node, complete) {
+        stats.incomplete_node = true;
+        tracing::debug!(
+            cpu_ns = p.cpu_ns,
+            memory_bytes = p.memory_bytes,
+            "Failed getting complete node metric"
+        );
+    }
     let (containers, dropped_pods) = containers.finish();
-    Ok(Page {
-        node,
+    stats.dropped_pods = dropped_pods;
+    let page = Page {
+        node: complete,
         containers,
         samples,
-        dropped_pods,
-    })
+    };
+    Ok((page, stats))
 }
 
 /// Records one sample in its point.
@@ -353,6 +385,13 @@ impl<'a> Containers<'a> {
                 }
             } else {
                 dropped += 1;
+                if let Some(c) = points.get(start) {
+                    tracing::debug!(
+                        namespace = %c.namespace,
+                        pod = %c.pod,
+                        "Failed getting complete Pod metric"
+                    );
+                }
             }
             start = end;
         }
@@ -369,6 +408,12 @@ mod tests {
 
     fn page(input: &str) -> Page<'_> {
         decode(input.as_bytes(), TS).unwrap_or_else(|e| panic!("{input:?}: {e}"))
+    }
+
+    fn stats(input: &str) -> DecodeStats {
+        decode_with_stats(input.as_bytes(), TS)
+            .unwrap_or_else(|e| panic!("{input:?}: {e}"))
+            .1
     }
 
     fn names<'p>(p: &'p Page<'_>) -> Vec<(&'p str, &'p str, &'p str)> {
@@ -466,7 +511,15 @@ mod tests {
             let p = page(&input);
             assert_eq!(p.node, None, "node cpu {bad}");
             assert!(p.containers.is_empty(), "container cpu {bad}");
-            assert_eq!(p.dropped_pods, 1, "{bad}");
+            assert_eq!(
+                stats(&input),
+                DecodeStats {
+                    dropped_pods: 1,
+                    incomplete_node: true,
+                    unattributed_series: 0
+                },
+                "{bad}"
+            );
 
             let input = format!(
                 "node_cpu_usage_seconds_total 5\nnode_memory_working_set_bytes {bad}\n{}",
@@ -512,7 +565,7 @@ mod tests {
         input += &container("a", "p3", "app", "5", "50");
         let p = page(&input);
         assert_eq!(names(&p), [("a", "p2", "app"), ("b", "p0", "app")]);
-        assert_eq!(p.dropped_pods, 2);
+        assert_eq!(stats(&input).dropped_pods, 2);
         let cpu: Vec<_> = p.containers.iter().map(|c| c.point.cpu_ns).collect();
         assert_eq!(cpu, [3_000_000_000, 4_000_000_000]);
         let pods: Vec<_> = p.pods().map(<[_]>::len).collect();
@@ -601,6 +654,14 @@ container_memory_working_set_bytes{container=\"a\\\\q\",namespace=\"n\",pod=\"p\
         assert_eq!(
             p.node.map(|n| (n.cpu_ns, n.memory_bytes)),
             Some((3_000_000_000, 4))
+        );
+        assert_eq!(
+            stats(&input),
+            DecodeStats {
+                dropped_pods: 0,
+                incomplete_node: false,
+                unattributed_series: 2
+            }
         );
     }
 
@@ -781,9 +842,6 @@ container_memory_working_set_bytes{container=\"a\\\\q\",namespace=\"n\",pod=\"p\
     #[test]
     fn empty_page() {
         let p = page("");
-        assert_eq!(
-            (p.node, p.containers.len(), p.samples, p.dropped_pods),
-            (None, 0, 0, 0)
-        );
+        assert_eq!((p.node, p.containers.len(), p.samples), (None, 0, 0));
     }
 }

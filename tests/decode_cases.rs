@@ -11,7 +11,7 @@ mod peer;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use metrics_bridge::decode::{ContainerPoint, DecodeError, Page, Point, decode};
+use metrics_bridge::decode::{ContainerPoint, DecodeError, Page, Point, decode, decode_with_stats};
 use metrics_bridge::parse::ParseErrorKind;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kubelet");
@@ -29,8 +29,8 @@ type Decoded = (Option<Point>, Vec<Owned>, usize, usize);
 
 fn decode_case(name: &str) -> Result<Decoded, String> {
     let payload = fixture(&format!("metrics-server-decode-cases/{name}.prom"));
-    decode(&payload, SCRAPE_NS)
-        .map(|p| (p.node, owned(&p), p.samples, p.dropped_pods))
+    decode_with_stats(&payload, SCRAPE_NS)
+        .map(|(p, stats)| (p.node, owned(&p), p.samples, stats.dropped_pods))
         .map_err(|e| e.to_string())
 }
 
@@ -193,8 +193,9 @@ const COLLECTOR_TS: i64 = 1_624_396_278_302_000_000;
 
 fn collector(name: &str) -> Decoded {
     let payload = fixture(&format!("kubelet-collector-cases/{name}.prom"));
-    let p = decode(&payload, SCRAPE_NS).unwrap_or_else(|e| panic!("{name}: {e}"));
-    (p.node, owned(&p), p.samples, p.dropped_pods)
+    let (p, stats) =
+        decode_with_stats(&payload, SCRAPE_NS).unwrap_or_else(|e| panic!("{name}: {e}"));
+    (p.node, owned(&p), p.samples, stats.dropped_pods)
 }
 
 fn c(ns: &str, pod: &str, container: &str, start: i64, swap: u64) -> Owned {
@@ -306,7 +307,7 @@ fn seventy_pod_kind_page_gives_one_node_and_seventy_pods() {
     );
     assert_eq!(page.pods().count(), 70);
     assert_eq!(page.containers.len(), 70);
-    assert_eq!((page.samples, page.dropped_pods), (283, 0));
+    assert_eq!(page.samples, 283);
     // No container_start_time_seconds on this old page: every start time is unknown.
     assert!(page.containers.iter().all(|c| c.point.start_time_ns == 0));
     let first = &page.containers[0];
@@ -427,7 +428,7 @@ for (ns, pod) in sorted(pods):
 print("dropped", dropped)
 "#;
 
-fn canonical(page: &Page<'_>) -> String {
+fn canonical(page: &Page<'_>, dropped_pods: usize) -> String {
     let mut out = format!("samples {}\n", page.samples);
     match page.node {
         Some(n) => {
@@ -454,12 +455,13 @@ fn canonical(page: &Page<'_>) -> String {
             p.swap_bytes
         );
     }
-    let _ = writeln!(out, "dropped {}", page.dropped_pods);
+    let _ = writeln!(out, "dropped {dropped_pods}");
     out
 }
 
 fn assert_matches_peer(payload: &[u8]) {
-    let ours = canonical(&decode(payload, SCRAPE_NS).expect("decodes"));
+    let (page, stats) = decode_with_stats(payload, SCRAPE_NS).expect("decodes");
+    let ours = canonical(&page, stats.dropped_pods);
     let theirs = peer::python(PEER_DECODER, &[&SCRAPE_NS.to_string()], payload);
     assert_eq!(ours, theirs);
 }
