@@ -6,7 +6,7 @@
 #[path = "../benches/support/kubelet_page.rs"]
 #[allow(dead_code)]
 mod kubelet_page;
-mod support;
+mod peer;
 
 use std::path::Path;
 
@@ -57,7 +57,7 @@ fn ours(payload: &[u8]) -> Vec<Value> {
 }
 
 fn theirs(payload: &[u8]) -> Vec<Value> {
-    support::python(PEER_SAMPLES, &[], payload)
+    peer::python(PEER_SAMPLES, &[], payload)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
@@ -183,7 +183,7 @@ import struct, sys
 for line in sys.stdin:
     print(struct.unpack("<Q", struct.pack("<d", float(line.split()[-1])))[0])
 "#;
-    let want: Vec<u64> = support::python(script, &[], payload.as_bytes())
+    let want: Vec<u64> = peer::python(script, &[], payload.as_bytes())
         .lines()
         .map(|l| l.parse().expect("bits"))
         .collect();

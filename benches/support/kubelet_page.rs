@@ -2,9 +2,11 @@
 //! benchmark and the decode tests: `[STABLE]` HELP texts, families in the order a kubelet's
 //! registry writes them (sorted by name, series sorted by label values), millisecond
 //! timestamps except on `container_start_time_seconds`, swap series, and values formatted as
-//! Go's `strconv.FormatFloat(v, 'g', -1, 64)` formats them.
+//! the kubelet's Go client formats them (`gofloat`).
 
 use std::fmt::Write as _;
+
+use metrics_bridge::gofloat::GoFloat;
 
 /// What [`kubelet_page`] generated, with the counts a decoder should find.
 pub struct SyntheticPage {
@@ -203,29 +205,12 @@ impl Writer {
         if !labels.is_empty() {
             let _ = write!(self.out, "{{{labels}}}");
         }
-        let _ = write!(self.out, " {}", go_float(value));
+        let _ = write!(self.out, " {}", GoFloat(value));
         if let Some(ts) = ts {
             let _ = write!(self.out, " {ts}");
         }
         self.out.push('\n');
         self.samples += 1;
-    }
-}
-
-/// Go's `strconv.FormatFloat(v, 'g', -1, 64)` for finite values: the shortest digits that
-/// round-trip, in exponent form when the decimal exponent is below -4 or at least 6.
-pub fn go_float(v: f64) -> String {
-    if v == 0.0 {
-        return "0".to_owned();
-    }
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..6).contains(&exp) {
-        format!("{v}")
-    } else {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
     }
 }
 
