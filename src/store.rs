@@ -1,12 +1,54 @@
 //! The metrics store: two points per node and per container, and the rates the API serves.
 //!
-//! OWNER: api helper. The public items below are the contract the scraper and the API code
-//! against; the bodies are placeholders until the store lands.
+//! The rules are metrics-server's (`pkg/storage/{node,pod,types}.go`), applied per node as each
+//! scrape finishes instead of per tick batch:
+//!
+//! - Every node and container keeps its last point and, when one qualifies, a previous point.
+//!   CPU is `Δcpu / Δt` over the kubelet's own sample timestamps, in nanocores; memory is the
+//!   last working set.
+//! - A new point becomes `last`. The old `last` becomes `prev` only when the new point is newer;
+//!   otherwise (a duplicate or out-of-order point) the old `prev` is kept if it is still older
+//!   than the new point, and dropped if not.
+//! - A container whose start time is not before the stored `last` timestamp has restarted: it
+//!   loses its `prev` and needs another scrape.
+//! - A fresh container (started between 10 s and one resolution before its sample) gets
+//!   `prev = (start time, cpu 0)`, so new pods are served after one scrape.
+//! - A decreasing CPU counter yields no rate for that node or container (logged as an error).
+//! - A pod is served only when all its containers have a previous point; its timestamp is the
+//!   earliest container timestamp, with that container's window.
+//!
+//! `ingest(node, page)` replaces that node's point and its pod set, which is what a
+//! metrics-server tick does for every node in the batch; `scrape_failed` and `remove_node` drop
+//! a node and its pods as a node missing from the batch would be dropped.
+//!
+//! Concurrency: nodes are sharded by name and pods by `(namespace, name)`; an ingest locks one
+//! node (its own mutex) and one pod shard at a time, so scrapes of different nodes proceed in
+//! parallel and API reads only ever take a shard's read lock for a lookup. Rates are computed at
+//! ingest, so reads are lookups. In steady state (same pods, same containers) an ingest
+//! allocates nothing: points and usages are updated in place.
+//!
+//! Two deliberate differences from metrics-server, both where its behaviour is an accident:
+//! - A container that appears in a pod whose other containers already had a previous point
+//!   gets no previous point (metrics-server pairs it with a zero point from year 1, which yields
+//!   a ~292-year window and a zero rate).
+//! - A pod whose every container has a decreasing counter is not served (metrics-server serves
+//!   it with no containers and a zero timestamp).
 
-use std::sync::Arc;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use crate::decode::Page;
+use crate::decode::{ContainerPoint, Page, Point};
+
+const SHARDS: usize = 64;
+
+/// metrics-server's `freshContainerMinMetricsResolution`: a container younger than this at its
+/// first sample does not get the start-time shortcut, because so short a window is inaccurate.
+const FRESH_CONTAINER_MIN_AGE_NS: i64 = 10_000_000_000;
 
 /// A node's usage as the metrics API serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +66,8 @@ pub struct Usage {
 /// One container's usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerUsage {
-    pub name: Box<str>,
+    /// Shared with the store's own bookkeeping, so serving a pod copies no strings.
+    pub name: Arc<str>,
     pub cpu_nanocores: u64,
     pub memory_bytes: u64,
 }
@@ -43,59 +86,1156 @@ pub struct PodUsage {
 /// Counts of what the store can serve (metrics-server's `storage_points{type}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
+    /// Nodes with a previous point (`storage_points{type="node"}`).
     pub nodes: usize,
+    /// Pods with at least one container that has a previous point.
     pub pods: usize,
+    /// Containers with a previous point (`storage_points{type="container"}`).
     pub containers: usize,
 }
 
+type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeSlot>>>;
+type PodShard = RwLock<HashMap<PodKey, PodEntry>>;
+
 /// Points and rates for every node and pod, safe to read while scrapes write.
-#[derive(Debug)]
 pub struct Store {
-    resolution: Duration,
+    resolution_ns: i64,
+    hasher: std::collections::hash_map::RandomState,
+    nodes: Box<[NodeShard]>,
+    pods: Box<[PodShard]>,
+    /// Namespaces and container names repeat across thousands of pods; each is kept once.
+    names: Interner,
+    nodes_with_prev: AtomicUsize,
+    pods_with_prev: AtomicUsize,
+    containers_with_prev: AtomicUsize,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("resolution_ns", &self.resolution_ns)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// One node's state. The map holds it behind an `Arc` so that an ingest holds only this node's
+/// mutex, never a shard lock, while it works through the page.
+struct NodeSlot {
+    name: Arc<str>,
+    /// What the API serves; written at the end of each ingest.
+    usage: RwLock<Option<Usage>>,
+    state: Mutex<NodeState>,
+}
+
+#[derive(Default)]
+struct NodeState {
+    /// Set once the slot has left the map; a concurrent ingest then drops its page.
+    removed: bool,
+    last: Option<Point>,
+    prev: Option<Point>,
+    /// The pods of the last ingested page, sorted, so the next page's missing pods can be
+    /// found by a merge.
+    pods: Vec<PodKey>,
+    /// The previous `pods` buffer, kept for its capacity.
+    scratch: Vec<PodKey>,
+}
+
+struct PodEntry {
+    key: PodKey,
+    /// The node whose page last carried this pod; only that node's updates may remove it.
+    node: Arc<str>,
+    /// Sorted by name.
+    containers: Vec<ContainerState>,
+    usage: Option<Arc<PodUsage>>,
+    /// Containers with a previous point, as counted in the stats.
+    with_prev: usize,
+}
+
+struct ContainerState {
+    name: Arc<str>,
+    last: Point,
+    prev: Option<Point>,
+}
+
+/// `(namespace, name)` of a pod, with both strings shared.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PodKey {
+    namespace: Arc<str>,
+    name: Arc<str>,
+}
+
+/// Lets the pod map be searched with borrowed `(&str, &str)` without building a key.
+trait PodRef {
+    fn namespace(&self) -> &str;
+    fn name(&self) -> &str;
+}
+
+impl PodRef for PodKey {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PodRef for (&str, &str) {
+    fn namespace(&self) -> &str {
+        self.0
+    }
+    fn name(&self) -> &str {
+        self.1
+    }
+}
+
+impl Hash for dyn PodRef + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.namespace().hash(state);
+        self.name().hash(state);
+    }
+}
+
+impl PartialEq for dyn PodRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.namespace() == other.namespace() && self.name() == other.name()
+    }
+}
+
+impl Eq for dyn PodRef + '_ {}
+
+impl Hash for PodKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn PodRef).hash(state);
+    }
+}
+
+impl<'a> Borrow<dyn PodRef + 'a> for PodKey {
+    fn borrow(&self) -> &(dyn PodRef + 'a) {
+        self
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // Every update under these locks leaves the data consistent before any call that could
+    // panic, so a poisoned lock is still safe to use.
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Moves a gauge from `old` to `new`. Each entry applies its own changes under its own lock,
+/// so the sum stays exact.
+fn adjust(counter: &AtomicUsize, old: usize, new: usize) {
+    if new > old {
+        counter.fetch_add(new - old, Ordering::Relaxed);
+    } else if old > new {
+        counter.fetch_sub(old - new, Ordering::Relaxed);
+    }
+}
+
+/// Why two points give no rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum RateError {
+    #[error("unexpected decrease in cumulative CPU usage value")]
+    CounterDecreased,
+}
+
+/// metrics-server's `resourceUsage`: the CPU rate between `prev` and `last` in nanocores, and
+/// the window. The arithmetic is Go's: `float64(Δcpu) / window.Seconds()`, truncated.
+fn rate(last: &Point, prev: &Point) -> Result<(u64, Duration), RateError> {
+    if last.cpu_ns < prev.cpu_ns {
+        return Err(RateError::CounterDecreased);
+    }
+    // Callers only pair points with prev older than last; the guard keeps a bad pair from
+    // dividing by zero or producing a negative window.
+    let window_ns = last.timestamp_ns.saturating_sub(prev.timestamp_ns).max(1);
+    // Go's Duration.Seconds(): whole seconds plus the fraction, each converted separately.
+    let seconds = (window_ns / 1_000_000_000) as f64 + (window_ns % 1_000_000_000) as f64 / 1e9;
+    let cpu = ((last.cpu_ns - prev.cpu_ns) as f64 / seconds) as u64;
+    Ok((cpu, Duration::from_nanos(window_ns as u64)))
+}
+
+/// The previous point a node or a container keeps when `new` arrives after `last`/`prev`.
+fn carried_prev(new: &Point, last: &Point, prev: Option<Point>) -> Option<Point> {
+    if new.timestamp_ns > last.timestamp_ns {
+        Some(*last)
+    } else {
+        prev.filter(|p| p.timestamp_ns < new.timestamp_ns)
+    }
+}
+
+/// The previous point of a container after `new` arrives, given its stored `(last, prev)`.
+fn container_prev(
+    new: &Point,
+    stored: Option<(&Point, Option<Point>)>,
+    resolution_ns: i64,
+) -> Option<Point> {
+    let age = new.timestamp_ns.saturating_sub(new.start_time_ns);
+    if new.start_time_ns < new.timestamp_ns
+        && age < resolution_ns
+        && age >= FRESH_CONTAINER_MIN_AGE_NS
+    {
+        return Some(Point {
+            timestamp_ns: new.start_time_ns,
+            cpu_ns: 0,
+            ..*new
+        });
+    }
+    let (last, prev) = stored?;
+    if new.start_time_ns >= last.timestamp_ns {
+        // Restarted since the stored point: the counters started over.
+        return None;
+    }
+    carried_prev(new, last, prev)
+}
+
+/// Each container of a pod group once, in name order (the page is sorted; a duplicate is
+/// skipped as metrics-server skips it).
+fn unique_containers<'p, 'a>(
+    group: &'p [ContainerPoint<'a>],
+) -> impl Iterator<Item = &'p ContainerPoint<'a>> + Clone {
+    group.iter().enumerate().filter_map(move |(i, cp)| {
+        let duplicate = i > 0
+            && group
+                .get(i - 1)
+                .is_some_and(|p| p.container == cp.container);
+        if duplicate {
+            tracing::error!(
+                namespace = %cp.namespace,
+                pod = %cp.pod,
+                container = %cp.container,
+                "Got duplicate Container point"
+            );
+            None
+        } else {
+            Some(cp)
+        }
+    })
 }
 
 impl Store {
     /// `resolution` is `--metric-resolution`, which the fresh-container rule depends on.
     pub fn new(resolution: Duration) -> Self {
-        Self { resolution }
+        Self {
+            resolution_ns: i64::try_from(resolution.as_nanos()).unwrap_or(i64::MAX),
+            hasher: Default::default(),
+            nodes: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            pods: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            names: Interner::new(),
+            nodes_with_prev: AtomicUsize::new(0),
+            pods_with_prev: AtomicUsize::new(0),
+            containers_with_prev: AtomicUsize::new(0),
+        }
+    }
+
+    fn node_shard(&self, node: &str) -> &NodeShard {
+        &self.nodes[(self.hasher.hash_one(node) as usize) % SHARDS]
+    }
+
+    fn pod_shard(&self, key: &dyn PodRef) -> &PodShard {
+        &self.pods[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn node_slot(&self, node: &str) -> Arc<NodeSlot> {
+        if let Some(slot) = read(self.node_shard(node)).get(node) {
+            return Arc::clone(slot);
+        }
+        let mut shard = write(self.node_shard(node));
+        if let Some(slot) = shard.get(node) {
+            return Arc::clone(slot);
+        }
+        let name: Arc<str> = Arc::from(node);
+        let slot = Arc::new(NodeSlot {
+            name: Arc::clone(&name),
+            usage: RwLock::new(None),
+            state: Mutex::new(NodeState::default()),
+        });
+        shard.insert(name, Arc::clone(&slot));
+        slot
     }
 
     /// Stores one node's freshly scraped page. The node's pods not on the page leave the store.
     pub fn ingest(&self, node: &str, page: &Page<'_>) {
-        let _ = (node, page, self.resolution);
+        let slot = self.node_slot(node);
+        let mut state = lock(&slot.state);
+        if state.removed {
+            // The node was removed while this scrape was in flight; its data is unwanted.
+            return;
+        }
+
+        // The node's own point.
+        let (last, prev) = match page.node {
+            Some(new) => {
+                let prev = state
+                    .last
+                    .as_ref()
+                    .and_then(|last| carried_prev(&new, last, state.prev));
+                (Some(new), prev)
+            }
+            None => (None, None),
+        };
+        adjust(
+            &self.nodes_with_prev,
+            usize::from(state.prev.is_some()),
+            usize::from(prev.is_some()),
+        );
+        state.last = last;
+        state.prev = prev;
+        let usage = match (last, prev) {
+            (Some(last), Some(prev)) => match rate(&last, &prev) {
+                Ok((cpu_nanocores, window)) => Some(Usage {
+                    timestamp_ns: last.timestamp_ns,
+                    window,
+                    cpu_nanocores,
+                    memory_bytes: last.memory_bytes,
+                }),
+                Err(e) => {
+                    tracing::error!(node, error = %e, "Skipping node usage metric");
+                    None
+                }
+            },
+            _ => None,
+        };
+        *write(&slot.usage) = usage;
+
+        // The pods.
+        let mut fresh = std::mem::take(&mut state.scratch);
+        fresh.clear();
+        for group in page.pods() {
+            if group.is_empty() {
+                continue;
+            }
+            fresh.push(self.upsert_pod(&slot.name, group));
+        }
+        if !fresh.is_sorted() {
+            fresh.sort_unstable();
+        }
+        fresh.dedup();
+        self.drop_missing(&slot.name, &state.pods, &fresh);
+        let mut old = std::mem::replace(&mut state.pods, fresh);
+        old.clear();
+        state.scratch = old;
     }
 
-    /// The node's scrape failed: it and its pods stop being served until it recovers.
+    /// Removes the pods in `old` that are not in `fresh` (both sorted).
+    fn drop_missing(&self, node: &Arc<str>, old: &[PodKey], fresh: &[PodKey]) {
+        let mut j = 0;
+        for key in old {
+            while fresh.get(j).is_some_and(|f| f < key) {
+                j += 1;
+            }
+            if fresh.get(j) != Some(key) {
+                self.remove_pod_of(key, Some(node));
+            }
+        }
+    }
+
+    /// Updates or creates the pod of one page group and returns its key.
+    fn upsert_pod(&self, node: &Arc<str>, group: &[ContainerPoint<'_>]) -> PodKey {
+        // Callers pass non-empty groups; the fallback key is never used.
+        let (namespace, name) = group
+            .first()
+            .map_or(("", ""), |cp| (&*cp.namespace, &*cp.pod));
+        let lookup: &dyn PodRef = &(namespace, name);
+        let mut shard = write(self.pod_shard(lookup));
+        if let Some(entry) = shard.get_mut(lookup) {
+            self.update_pod(entry, node, group);
+            return entry.key.clone();
+        }
+        let key = PodKey {
+            namespace: self.names.intern(namespace),
+            name: Arc::from(name),
+        };
+        let mut entry = PodEntry {
+            key: key.clone(),
+            node: Arc::clone(node),
+            containers: Vec::new(),
+            usage: None,
+            with_prev: 0,
+        };
+        self.update_pod(&mut entry, node, group);
+        shard.insert(key.clone(), entry);
+        key
+    }
+
+    fn update_pod(&self, entry: &mut PodEntry, node: &Arc<str>, group: &[ContainerPoint<'_>]) {
+        if !Arc::ptr_eq(&entry.node, node) {
+            entry.node = Arc::clone(node);
+        }
+        let unique = unique_containers(group);
+        let same_set = unique.clone().count() == entry.containers.len()
+            && unique
+                .clone()
+                .zip(&entry.containers)
+                .all(|(cp, c)| *cp.container == *c.name);
+        if same_set {
+            for (cp, c) in unique.zip(entry.containers.iter_mut()) {
+                c.prev = container_prev(&cp.point, Some((&c.last, c.prev)), self.resolution_ns);
+                c.last = cp.point;
+            }
+        } else {
+            let old = std::mem::take(&mut entry.containers);
+            entry.containers = unique
+                .map(|cp| {
+                    let stored = old
+                        .binary_search_by(|c| (*c.name).cmp(&*cp.container))
+                        .ok()
+                        .and_then(|i| old.get(i));
+                    let name = match stored {
+                        Some(c) => Arc::clone(&c.name),
+                        None => self.names.intern(&cp.container),
+                    };
+                    ContainerState {
+                        name,
+                        last: cp.point,
+                        prev: container_prev(
+                            &cp.point,
+                            stored.map(|c| (&c.last, c.prev)),
+                            self.resolution_ns,
+                        ),
+                    }
+                })
+                .collect();
+        }
+
+        let with_prev = entry.containers.iter().filter(|c| c.prev.is_some()).count();
+        adjust(&self.containers_with_prev, entry.with_prev, with_prev);
+        adjust(
+            &self.pods_with_prev,
+            usize::from(entry.with_prev > 0),
+            usize::from(with_prev > 0),
+        );
+        entry.with_prev = with_prev;
+        set_pod_usage(&mut entry.usage, &entry.containers, &entry.key);
+    }
+
+    /// Removes a pod entry; with `node`, only if that node still owns it.
+    fn remove_pod_of(&self, key: &dyn PodRef, node: Option<&Arc<str>>) {
+        let mut shard = write(self.pod_shard(key));
+        let owned = match (shard.get(key), node) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(entry), Some(node)) => *entry.node == **node,
+        };
+        if owned && let Some(entry) = shard.remove(key) {
+            adjust(&self.containers_with_prev, entry.with_prev, 0);
+            adjust(&self.pods_with_prev, usize::from(entry.with_prev > 0), 0);
+        }
+    }
+
+    fn drop_node(&self, node: &str) {
+        let Some(slot) = write(self.node_shard(node)).remove(node) else {
+            return;
+        };
+        let mut state = lock(&slot.state);
+        state.removed = true;
+        adjust(&self.nodes_with_prev, usize::from(state.prev.is_some()), 0);
+        state.last = None;
+        state.prev = None;
+        *write(&slot.usage) = None;
+        for key in std::mem::take(&mut state.pods) {
+            self.remove_pod_of(&key, Some(&slot.name));
+        }
+    }
+
+    /// The node's scrape failed: it and its pods stop being served until it recovers, and need
+    /// two fresh points again (as a node missing from a metrics-server tick does).
     pub fn scrape_failed(&self, node: &str) {
-        let _ = node;
+        self.drop_node(node);
     }
 
     /// The node is gone from the cluster (or from the node selector).
     pub fn remove_node(&self, node: &str) {
-        let _ = node;
+        self.drop_node(node);
     }
 
     /// The pod is gone from the cluster (or no longer Running).
     pub fn remove_pod(&self, namespace: &str, name: &str) {
-        let _ = (namespace, name);
+        self.remove_pod_of(&(namespace, name), None);
     }
 
+    /// The node's usage, if it has two usable points.
     pub fn node_usage(&self, node: &str) -> Option<Usage> {
-        let _ = node;
-        None
+        let slot = read(self.node_shard(node)).get(node).map(Arc::clone)?;
+        *read(&slot.usage)
     }
 
+    /// The pod's usage, if every container has two usable points.
     pub fn pod_usage(&self, namespace: &str, name: &str) -> Option<Arc<PodUsage>> {
-        let _ = (namespace, name);
-        None
+        let key: &dyn PodRef = &(namespace, name);
+        read(self.pod_shard(key))
+            .get(key)
+            .and_then(|e| e.usage.clone())
     }
 
     /// metrics-server's `metric-storage-ready`: true once any rate can be served.
     pub fn ready(&self) -> bool {
-        false
+        self.nodes_with_prev.load(Ordering::Relaxed) > 0
+            || self.pods_with_prev.load(Ordering::Relaxed) > 0
     }
 
     pub fn stats(&self) -> StoreStats {
-        StoreStats::default()
+        StoreStats {
+            nodes: self.nodes_with_prev.load(Ordering::Relaxed),
+            pods: self.pods_with_prev.load(Ordering::Relaxed),
+            containers: self.containers_with_prev.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Recomputes a pod's served usage from its containers, reusing the existing allocation when
+/// no reader holds it.
+fn set_pod_usage(slot: &mut Option<Arc<PodUsage>>, containers: &[ContainerState], key: &PodKey) {
+    if containers.is_empty() || containers.iter().any(|c| c.prev.is_none()) {
+        *slot = None;
+        return;
+    }
+    let rate_of = |c: &ContainerState| c.prev.as_ref().map(|p| rate(&c.last, p));
+    let mut usable = 0;
+    let mut earliest: Option<(i64, Duration)> = None;
+    for c in containers {
+        match rate_of(c) {
+            Some(Ok((_, window))) => {
+                usable += 1;
+                if earliest.is_none_or(|(ts, _)| ts > c.last.timestamp_ns) {
+                    earliest = Some((c.last.timestamp_ns, window));
+                }
+            }
+            Some(Err(e)) => tracing::error!(
+                container = %c.name,
+                pod = %format_args!("{}/{}", key.namespace, key.name),
+                error = %e,
+                "Skipping container usage metric"
+            ),
+            None => {}
+        }
+    }
+    let Some((timestamp_ns, window)) = earliest else {
+        *slot = None;
+        return;
+    };
+    let fill = |out: &mut ContainerUsage, c: &ContainerState, cpu: u64| {
+        if !Arc::ptr_eq(&out.name, &c.name) {
+            out.name = Arc::clone(&c.name);
+        }
+        out.cpu_nanocores = cpu;
+        out.memory_bytes = c.last.memory_bytes;
+    };
+    let usages = containers.iter().filter_map(|c| match rate_of(c) {
+        Some(Ok((cpu, _))) => Some((c, cpu)),
+        _ => None,
+    });
+    if let Some(existing) = slot.as_mut().and_then(Arc::get_mut)
+        && existing.containers.len() == usable
+    {
+        existing.timestamp_ns = timestamp_ns;
+        existing.window = window;
+        for (out, (c, cpu)) in existing.containers.iter_mut().zip(usages) {
+            fill(out, c, cpu);
+        }
+        return;
+    }
+    *slot = Some(Arc::new(PodUsage {
+        timestamp_ns,
+        window,
+        containers: usages
+            .map(|(c, cpu)| ContainerUsage {
+                name: Arc::clone(&c.name),
+                cpu_nanocores: cpu,
+                memory_bytes: c.last.memory_bytes,
+            })
+            .collect(),
+    }));
+}
+
+/// A sharded set of shared strings. Entries nobody else holds any more are swept when a shard
+/// has doubled since its last sweep, so churn cannot grow it without bound.
+struct Interner {
+    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[Mutex<InternShard>]>,
+}
+
+struct InternShard {
+    set: HashSet<Arc<str>>,
+    sweep_at: usize,
+}
+
+impl Interner {
+    const MIN_SWEEP: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            hasher: Default::default(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(InternShard {
+                        set: HashSet::new(),
+                        sweep_at: Self::MIN_SWEEP,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn intern(&self, s: &str) -> Arc<str> {
+        let mut shard = lock(&self.shards[(self.hasher.hash_one(s) as usize) % SHARDS]);
+        if let Some(existing) = shard.set.get(s) {
+            return Arc::clone(existing);
+        }
+        if shard.set.len() >= shard.sweep_at {
+            shard.set.retain(|a| Arc::strong_count(a) > 1);
+            shard.sweep_at = (shard.set.len() * 2).max(Self::MIN_SWEEP);
+        }
+        let new: Arc<str> = Arc::from(s);
+        shard.set.insert(Arc::clone(&new));
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+    /// 2021-10-03T09:36:49Z, a realistic epoch offset.
+    const T0: i64 = 1_633_253_809 * S;
+
+    fn point(ts: i64, cpu: u64, mem: u64, start: i64) -> Point {
+        Point {
+            timestamp_ns: ts,
+            cpu_ns: cpu,
+            memory_bytes: mem,
+            start_time_ns: start,
+        }
+    }
+
+    fn cp<'a>(ns: &'a str, pod: &'a str, c: &'a str, p: Point) -> ContainerPoint<'a> {
+        ContainerPoint {
+            namespace: Cow::Borrowed(ns),
+            pod: Cow::Borrowed(pod),
+            container: Cow::Borrowed(c),
+            point: p,
+        }
+    }
+
+    fn page<'a>(node: Option<Point>, mut containers: Vec<ContainerPoint<'a>>) -> Page<'a> {
+        containers.sort_by(|a, b| {
+            (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container))
+        });
+        Page {
+            node,
+            samples: 0,
+            containers,
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(Duration::from_secs(15))
+    }
+
+    /// Pod ns/p with containers `a` and `b` sampled at `ts`.
+    fn ab(ts: i64, cpu_a: u64, cpu_b: u64) -> Page<'static> {
+        page(
+            None,
+            vec![
+                cp("ns", "p", "a", point(ts, cpu_a, 1, OLD)),
+                cp("ns", "p", "b", point(ts, cpu_b, 1, OLD)),
+            ],
+        )
+    }
+
+    /// Start time far in the past: no fresh-container shortcut.
+    const OLD: i64 = T0 - 3600 * S;
+
+    #[test]
+    fn node_rate_is_delta_cpu_over_delta_t() {
+        let s = store();
+        s.ingest(
+            "n1",
+            &page(Some(point(T0, 100 * S as u64, 1000, 0)), vec![]),
+        );
+        assert_eq!(s.node_usage("n1"), None, "one point gives no rate");
+        assert!(!s.ready());
+        // 15 s later, 3.75 s of CPU more: 0.25 cores.
+        s.ingest(
+            "n1",
+            &page(Some(point(T0 + 15 * S, 103_750_000_000, 2048, 0)), vec![]),
+        );
+        assert_eq!(
+            s.node_usage("n1"),
+            Some(Usage {
+                timestamp_ns: T0 + 15 * S,
+                window: Duration::from_secs(15),
+                cpu_nanocores: 250_000_000,
+                memory_bytes: 2048,
+            })
+        );
+        assert!(s.ready());
+        assert_eq!(
+            s.stats(),
+            StoreStats {
+                nodes: 1,
+                pods: 0,
+                containers: 0
+            }
+        );
+    }
+
+    #[test]
+    fn rate_uses_go_float_arithmetic() {
+        // 15.012 s window, Δcpu 1e9 ns: 1e9 / 15.012 = 66613375.96... truncated.
+        let (cpu, window) = rate(
+            &point(15_012_000_000, 2_000_000_000, 0, 0),
+            &point(0, 1_000_000_000, 0, 0),
+        )
+        .unwrap();
+        assert_eq!(cpu, 66_613_375);
+        assert_eq!(window, Duration::from_millis(15_012));
+        assert_eq!(
+            rate(&point(2, 1, 0, 0), &point(1, 2, 0, 0)),
+            Err(RateError::CounterDecreased)
+        );
+    }
+
+    #[test]
+    fn node_duplicate_and_out_of_order_points() {
+        let s = store();
+        let p1 = point(T0, 10 * S as u64, 1, 0);
+        let p2 = point(T0 + 10 * S, 15 * S as u64, 2, 0);
+        s.ingest("n", &page(Some(p1), vec![]));
+        s.ingest("n", &page(Some(p2), vec![]));
+        let u = s.node_usage("n").unwrap();
+        assert_eq!(u.cpu_nanocores, 500_000_000);
+        // The same point again: last = p2 (duplicate), prev stays p1, usage unchanged.
+        s.ingest("n", &page(Some(p2), vec![]));
+        assert_eq!(s.node_usage("n"), Some(u));
+        // An older point than last but newer than prev: it becomes last, prev p1 kept.
+        let p_mid = point(T0 + 5 * S, 11 * S as u64, 3, 0);
+        s.ingest("n", &page(Some(p_mid), vec![]));
+        let u = s.node_usage("n").unwrap();
+        assert_eq!(
+            (u.timestamp_ns, u.cpu_nanocores, u.memory_bytes),
+            (T0 + 5 * S, 200_000_000, 3)
+        );
+        // A point older than prev: prev is dropped, nothing served.
+        s.ingest("n", &page(Some(point(T0 - S, 9 * S as u64, 4, 0)), vec![]));
+        assert_eq!(s.node_usage("n"), None);
+        assert_eq!(s.stats().nodes, 0);
+        assert!(!s.ready());
+    }
+
+    #[test]
+    fn node_decreasing_counter_is_skipped() {
+        let s = store();
+        s.ingest("n", &page(Some(point(T0, 10 * S as u64, 1, 0)), vec![]));
+        s.ingest(
+            "n",
+            &page(Some(point(T0 + 10 * S, 5 * S as u64, 1, 0)), vec![]),
+        );
+        assert_eq!(s.node_usage("n"), None);
+        // The prev point still counts as stored, as in metrics-server.
+        assert_eq!(s.stats().nodes, 1);
+        s.ingest(
+            "n",
+            &page(Some(point(T0 + 20 * S, 7 * S as u64, 1, 0)), vec![]),
+        );
+        assert_eq!(s.node_usage("n").unwrap().cpu_nanocores, 200_000_000);
+    }
+
+    #[test]
+    fn node_missing_from_page_drops_its_points() {
+        let s = store();
+        s.ingest("n", &page(Some(point(T0, S as u64, 1, 0)), vec![]));
+        s.ingest(
+            "n",
+            &page(Some(point(T0 + 10 * S, 2 * S as u64, 1, 0)), vec![]),
+        );
+        assert!(s.node_usage("n").is_some());
+        s.ingest("n", &page(None, vec![]));
+        assert_eq!(s.node_usage("n"), None);
+        s.ingest(
+            "n",
+            &page(Some(point(T0 + 20 * S, 3 * S as u64, 1, 0)), vec![]),
+        );
+        assert_eq!(s.node_usage("n"), None, "needs two points again");
+    }
+
+    #[test]
+    fn pod_served_with_earliest_timestamp_and_its_window() {
+        let s = store();
+        let first = page(
+            None,
+            vec![
+                cp("ns", "p", "a", point(T0, S as u64, 100, OLD)),
+                cp("ns", "p", "b", point(T0 + S, S as u64, 200, OLD)),
+            ],
+        );
+        s.ingest("n", &first);
+        assert_eq!(s.pod_usage("ns", "p"), None);
+        let second = page(
+            None,
+            vec![
+                // a: 15 s window, 3.75 s CPU: 250m.
+                cp(
+                    "ns",
+                    "p",
+                    "a",
+                    point(T0 + 15 * S, 4_750_000_000, 12_533_760, OLD),
+                ),
+                // b: 20 s window (T0+1 .. T0+21), 1 s CPU: 50m.
+                cp(
+                    "ns",
+                    "p",
+                    "b",
+                    point(T0 + 21 * S, 2 * S as u64, 52_428_800, OLD),
+                ),
+            ],
+        );
+        s.ingest("n", &second);
+        let u = s.pod_usage("ns", "p").unwrap();
+        assert_eq!(u.timestamp_ns, T0 + 15 * S);
+        assert_eq!(u.window, Duration::from_secs(15));
+        assert_eq!(
+            u.containers
+                .iter()
+                .map(|c| (&*c.name, c.cpu_nanocores, c.memory_bytes))
+                .collect::<Vec<_>>(),
+            [
+                ("a", 250_000_000, 12_533_760),
+                ("b", 50_000_000, 52_428_800)
+            ]
+        );
+        assert_eq!(
+            s.stats(),
+            StoreStats {
+                nodes: 0,
+                pods: 1,
+                containers: 2
+            }
+        );
+        assert!(s.ready());
+    }
+
+    #[test]
+    fn pod_needs_every_container_to_have_two_points() {
+        let s = store();
+        s.ingest(
+            "n",
+            &page(None, vec![cp("ns", "p", "a", point(T0, S as u64, 1, OLD))]),
+        );
+        // A second container appears: `a` has two points, `b` only one.
+        s.ingest("n", &ab(T0 + 10 * S, 2 * S as u64, S as u64));
+        assert_eq!(s.pod_usage("ns", "p"), None);
+        assert_eq!(
+            s.stats(),
+            StoreStats {
+                nodes: 0,
+                pods: 1,
+                containers: 1
+            }
+        );
+        s.ingest("n", &ab(T0 + 20 * S, 3 * S as u64, 3 * S as u64));
+        let u = s.pod_usage("ns", "p").unwrap();
+        assert_eq!(
+            u.containers
+                .iter()
+                .map(|c| c.cpu_nanocores)
+                .collect::<Vec<_>>(),
+            [100_000_000, 200_000_000]
+        );
+    }
+
+    #[test]
+    fn restarted_container_loses_its_previous_point() {
+        let s = store();
+        let c = |ts, cpu, start| page(None, vec![cp("ns", "p", "c", point(ts, cpu, 1, start))]);
+        s.ingest("n", &c(T0, 50 * S as u64, OLD));
+        s.ingest("n", &c(T0 + 15 * S, 51 * S as u64, OLD));
+        assert!(s.pod_usage("ns", "p").is_some());
+        // Restart at T0+20 s (after the stored timestamp), counter reset. The start time is
+        // 70 s before the sample, outside the fresh window, so no shortcut either.
+        let restart = T0 + 20 * S;
+        s.ingest("n", &c(T0 + 90 * S, S as u64, restart));
+        assert_eq!(s.pod_usage("ns", "p"), None);
+        s.ingest("n", &c(T0 + 105 * S, 4 * S as u64, restart));
+        let u = s.pod_usage("ns", "p").unwrap();
+        assert_eq!(u.containers[0].cpu_nanocores, 200_000_000);
+        assert_eq!(u.window, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn fresh_container_uses_its_start_time_as_previous_point() {
+        // Resolution 60 s: a container 12 s old at its first sample qualifies.
+        let s = Store::new(Duration::from_secs(60));
+        let start = T0 - 12 * S;
+        s.ingest(
+            "n",
+            &page(
+                None,
+                vec![cp("ns", "p", "c", point(T0, 3 * S as u64, 7, start))],
+            ),
+        );
+        let u = s.pod_usage("ns", "p").unwrap();
+        assert_eq!(u.containers[0].cpu_nanocores, 250_000_000);
+        assert_eq!(u.window, Duration::from_secs(12));
+        assert_eq!(u.timestamp_ns, T0);
+
+        // Younger than 10 s: no shortcut.
+        let s = Store::new(Duration::from_secs(60));
+        s.ingest(
+            "n",
+            &page(
+                None,
+                vec![cp("ns", "q", "c", point(T0, S as u64, 7, T0 - 9 * S))],
+            ),
+        );
+        assert_eq!(s.pod_usage("ns", "q"), None);
+        // As old as the resolution: no shortcut.
+        s.ingest(
+            "n",
+            &page(
+                None,
+                vec![cp("ns", "r", "c", point(T0, S as u64, 7, T0 - 60 * S))],
+            ),
+        );
+        assert_eq!(s.pod_usage("ns", "r"), None);
+    }
+
+    #[test]
+    fn decreasing_container_counter_skips_only_that_container() {
+        let s = store();
+        s.ingest("n", &ab(T0, 10 * S as u64, 10 * S as u64));
+        s.ingest("n", &ab(T0 + 10 * S, 9 * S as u64, 11 * S as u64));
+        let u = s.pod_usage("ns", "p").unwrap();
+        assert_eq!(u.containers.len(), 1);
+        assert_eq!(&*u.containers[0].name, "b");
+        assert_eq!(u.containers[0].cpu_nanocores, 100_000_000);
+
+        // Every container decreasing: not served.
+        s.ingest("n", &ab(T0 + 20 * S, 8 * S as u64, 10 * S as u64));
+        assert_eq!(s.pod_usage("ns", "p"), None);
+    }
+
+    #[test]
+    fn pods_missing_from_the_page_leave_the_store() {
+        let s = store();
+        let two = |ts: i64, cpu: u64| {
+            page(
+                None,
+                vec![
+                    cp("a", "p1", "c", point(ts, cpu, 1, OLD)),
+                    cp("b", "p2", "c", point(ts, cpu, 1, OLD)),
+                ],
+            )
+        };
+        s.ingest("n", &two(T0, S as u64));
+        s.ingest("n", &two(T0 + 10 * S, 2 * S as u64));
+        assert!(s.pod_usage("a", "p1").is_some() && s.pod_usage("b", "p2").is_some());
+        s.ingest(
+            "n",
+            &page(
+                None,
+                vec![cp("b", "p2", "c", point(T0 + 20 * S, 3 * S as u64, 1, OLD))],
+            ),
+        );
+        assert_eq!(s.pod_usage("a", "p1"), None);
+        assert!(s.pod_usage("b", "p2").is_some());
+        assert_eq!(s.stats().pods, 1);
+        assert_eq!(s.stats().containers, 1);
+    }
+
+    #[test]
+    fn scrape_failure_and_removals_drop_at_once() {
+        let s = store();
+        let pg = |ts: i64, cpu: u64| {
+            page(
+                Some(point(ts, cpu, 1, 0)),
+                vec![
+                    cp("ns", "p1", "c", point(ts, cpu, 1, OLD)),
+                    cp("ns", "p2", "c", point(ts, cpu, 1, OLD)),
+                ],
+            )
+        };
+        s.ingest("n", &pg(T0, S as u64));
+        s.ingest("n", &pg(T0 + 10 * S, 2 * S as u64));
+        assert_eq!(
+            s.stats(),
+            StoreStats {
+                nodes: 1,
+                pods: 2,
+                containers: 2
+            }
+        );
+        s.remove_pod("ns", "p1");
+        assert_eq!(s.pod_usage("ns", "p1"), None);
+        assert_eq!(s.stats().pods, 1);
+
+        s.scrape_failed("n");
+        assert_eq!(s.node_usage("n"), None);
+        assert_eq!(s.pod_usage("ns", "p2"), None);
+        assert_eq!(s.stats(), StoreStats::default());
+        assert!(!s.ready());
+        // After the failure, two fresh points are needed again.
+        s.ingest("n", &pg(T0 + 20 * S, 3 * S as u64));
+        assert_eq!(s.node_usage("n"), None);
+        s.ingest("n", &pg(T0 + 30 * S, 4 * S as u64));
+        assert_eq!(s.node_usage("n").unwrap().cpu_nanocores, 100_000_000);
+
+        s.remove_node("n");
+        assert_eq!(s.node_usage("n"), None);
+        assert_eq!(s.pod_usage("ns", "p1"), None);
+        assert_eq!(s.stats(), StoreStats::default());
+    }
+
+    #[test]
+    fn a_pod_that_moved_is_not_removed_by_its_old_node() {
+        let s = store();
+        let on = |ts: i64, cpu: u64| page(None, vec![cp("ns", "p", "c", point(ts, cpu, 1, OLD))]);
+        s.ingest("a", &on(T0, S as u64));
+        s.ingest("b", &on(T0 + 10 * S, 2 * S as u64));
+        s.ingest("b", &on(T0 + 20 * S, 3 * S as u64));
+        // Node a's next page no longer has the pod; it must not take b's pod with it.
+        s.ingest("a", &page(None, vec![]));
+        assert_eq!(
+            s.pod_usage("ns", "p").unwrap().containers[0].cpu_nanocores,
+            100_000_000
+        );
+        s.remove_node("a");
+        assert!(s.pod_usage("ns", "p").is_some());
+        s.remove_node("b");
+        assert!(s.pod_usage("ns", "p").is_none());
+    }
+
+    #[test]
+    fn duplicate_containers_are_counted_once() {
+        let s = store();
+        let pg = |ts: i64, cpu: u64| {
+            page(
+                None,
+                vec![
+                    cp("ns", "p", "c", point(ts, cpu, 1, OLD)),
+                    cp("ns", "p", "c", point(ts, cpu + 5, 9, OLD)),
+                ],
+            )
+        };
+        s.ingest("n", &pg(T0, S as u64));
+        s.ingest("n", &pg(T0 + 10 * S, 2 * S as u64));
+        let u = s.pod_usage("ns", "p").unwrap();
+        assert_eq!(u.containers.len(), 1);
+        assert_eq!(u.containers[0].memory_bytes, 1, "the first point wins");
+        assert_eq!(s.stats().containers, 1);
+    }
+
+    #[test]
+    fn usage_is_updated_in_place_and_readers_keep_their_snapshot() {
+        let s = store();
+        let pg = |ts: i64, cpu: u64| page(None, vec![cp("ns", "p", "c", point(ts, cpu, 1, OLD))]);
+        s.ingest("n", &pg(T0, S as u64));
+        s.ingest("n", &pg(T0 + 10 * S, 2 * S as u64));
+        let held = s.pod_usage("ns", "p").unwrap();
+        s.ingest("n", &pg(T0 + 20 * S, 4 * S as u64));
+        assert_eq!(held.containers[0].cpu_nanocores, 100_000_000);
+        assert_eq!(
+            s.pod_usage("ns", "p").unwrap().containers[0].cpu_nanocores,
+            200_000_000
+        );
+        drop(held);
+        let before = Arc::as_ptr(&s.pod_usage("ns", "p").unwrap());
+        s.ingest("n", &pg(T0 + 30 * S, 5 * S as u64));
+        let after = s.pod_usage("ns", "p").unwrap();
+        assert_eq!(
+            Arc::as_ptr(&after),
+            before,
+            "no reader held it: updated in place"
+        );
+        assert_eq!(after.containers[0].cpu_nanocores, 100_000_000);
+    }
+
+    #[test]
+    fn names_are_shared() {
+        let s = store();
+        let pg = page(
+            None,
+            vec![
+                cp("ns", "p1", "app", point(T0, 1, 1, OLD)),
+                cp("ns", "p2", "app", point(T0, 1, 1, OLD)),
+            ],
+        );
+        s.ingest("n", &pg);
+        let key1: &dyn PodRef = &("ns", "p1");
+        let key2: &dyn PodRef = &("ns", "p2");
+        let ns1 = read(s.pod_shard(key1))
+            .get(key1)
+            .unwrap()
+            .key
+            .namespace
+            .clone();
+        let ns2 = read(s.pod_shard(key2))
+            .get(key2)
+            .unwrap()
+            .key
+            .namespace
+            .clone();
+        assert!(Arc::ptr_eq(&ns1, &ns2));
+    }
+
+    #[test]
+    fn interner_sweeps_unused_names() {
+        let i = Interner::new();
+        let keep = i.intern("keep");
+        for n in 0..10_000 {
+            let _ = i.intern(&format!("gone-{n}"));
+        }
+        let total: usize = i.shards.iter().map(|s| lock(s).set.len()).sum();
+        assert!(total < 10_000 / 4, "swept: {total}");
+        assert!(Arc::ptr_eq(&keep, &i.intern("keep")));
+    }
+
+    #[test]
+    fn concurrent_ingests_and_reads() {
+        let s = Arc::new(store());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let node = format!("node-{t}");
+                    let names: Vec<String> = (0..30).map(|p| format!("pod-{t}-{p:02}")).collect();
+                    for tick in 0..20i64 {
+                        let ts = T0 + tick * 10 * S;
+                        let cpu = (tick as u64 + 1) * S as u64;
+                        let containers = names
+                            .iter()
+                            .map(|n| cp("ns", n, "c", point(ts, cpu, 1, OLD)))
+                            .collect();
+                        s.ingest(&node, &page(Some(point(ts, cpu, 1, 0)), containers));
+                        let _ = s.pod_usage("ns", &names[0]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            s.stats(),
+            StoreStats {
+                nodes: 4,
+                pods: 120,
+                containers: 120
+            }
+        );
+        assert_eq!(
+            s.pod_usage("ns", "pod-3-29").unwrap().containers[0].cpu_nanocores,
+            100_000_000
+        );
     }
 }
