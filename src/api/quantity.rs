@@ -1,0 +1,234 @@
+//! Kubernetes resource quantities rendered byte for byte as Go's `resource.Quantity.String()`
+//! renders the ones metrics-server builds.
+//!
+//! metrics-server builds CPU as `NewScaledQuantity(nanocores, -9)` (DecimalSI) and memory as
+//! `NewScaledQuantity(bytes, 0)` with the BinarySI format, both through `uint64Quantity`, which
+//! divides values above `MaxInt64` by ten and raises the scale by one. `String()` then writes
+//! the canonical form: for DecimalSI the mantissa with all factors of ten moved into an exponent
+//! that is a multiple of three and a suffix (`n`, `u`, `m`, ``, `k`, `M`, …); for BinarySI the
+//! mantissa with factors of 1024 moved into `Ki`, `Mi`, …, except that values below 1024 and
+//! values that are not whole numbers fall back to DecimalSI.
+//!
+//! Values are carried as `u128` so that sums (the Table's per-pod totals) stay exact where Go
+//! would switch to its arbitrary-precision path; the canonical string is the same either way.
+
+/// Writes the CPU quantity for `nanocores`, e.g. `250m`, `1500m`, `2`, `123456789n`.
+pub fn cpu(nanocores: u64, out: &mut Vec<u8>) {
+    let (value, scale) = uint64_quantity(nanocores, -9);
+    decimal_si(value, scale, out);
+}
+
+/// Writes the memory quantity for `bytes`, e.g. `12240Ki`, `50Mi`, `1023`.
+pub fn memory(bytes: u64, out: &mut Vec<u8>) {
+    let (value, scale) = uint64_quantity(bytes, 0);
+    binary_si(value, scale, out);
+}
+
+/// The CPU total of several containers (exact sum of nanocores), as Go's `Quantity.Add` of
+/// each container's quantity renders it.
+pub fn cpu_total(nanocores: u128, out: &mut Vec<u8>) {
+    decimal_si(nanocores, -9, out);
+}
+
+/// The memory total of several containers (exact sum of bytes).
+pub fn memory_total(bytes: u128, out: &mut Vec<u8>) {
+    binary_si(bytes, 0, out);
+}
+
+/// metrics-server's `uint64Quantity`: values past `MaxInt64` lose their last digit.
+fn uint64_quantity(value: u64, scale: i32) -> (u128, i32) {
+    if value > i64::MAX as u64 {
+        (u128::from(value / 10), scale + 1)
+    } else {
+        (u128::from(value), scale)
+    }
+}
+
+/// Go's canonical DecimalSI form of `value × 10^scale`.
+pub fn decimal_si(value: u128, scale: i32, out: &mut Vec<u8>) {
+    if value == 0 {
+        out.push(b'0');
+        return;
+    }
+    let mut mantissa = value;
+    let mut exponent = scale;
+    while mantissa >= 10 && mantissa.is_multiple_of(10) {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    // The exponent must be a multiple of three; the mantissa absorbs the rest. This only
+    // multiplies back factors of ten that were just removed (or fits easily in u128).
+    match exponent.rem_euclid(3) {
+        1 => {
+            mantissa *= 10;
+            exponent -= 1;
+        }
+        2 => {
+            mantissa *= 100;
+            exponent -= 2;
+        }
+        _ => {}
+    }
+    write_u128(mantissa, out);
+    let suffix: &[u8] = match exponent {
+        -9 => b"n",
+        -6 => b"u",
+        -3 => b"m",
+        3 => b"k",
+        6 => b"M",
+        9 => b"G",
+        12 => b"T",
+        15 => b"P",
+        18 => b"E",
+        // Go has no suffix for other exponents and writes none.
+        _ => b"",
+    };
+    out.extend_from_slice(suffix);
+}
+
+/// Go's canonical BinarySI form of `value × 10^scale`.
+pub fn binary_si(value: u128, scale: i32, out: &mut Vec<u8>) {
+    // Values in (-1024, 1024) are shown as DecimalSI "to avoid rounding and confusion".
+    let whole = if scale >= 0 {
+        10u128
+            .checked_pow(scale.unsigned_abs())
+            .and_then(|m| value.checked_mul(m))
+    } else {
+        10u128
+            .checked_pow(scale.unsigned_abs())
+            .and_then(|d| value.is_multiple_of(d).then_some(value / d))
+    };
+    let below_1024 = match whole {
+        Some(w) => w < 1024,
+        // Not a whole number: a fraction of a byte, below 1024 only if its integer part is.
+        None => {
+            scale < 0
+                && 10u128
+                    .checked_pow(scale.unsigned_abs())
+                    .is_some_and(|d| value / d < 1024)
+        }
+    };
+    let Some(mut mantissa) = whole.filter(|_| !below_1024) else {
+        // Below 1024, or not exactly representable at scale 0: DecimalSI.
+        decimal_si(value, scale, out);
+        return;
+    };
+    let mut exponent = 0;
+    while mantissa >= 1024 && mantissa.is_multiple_of(1024) {
+        mantissa /= 1024;
+        exponent += 1;
+    }
+    write_u128(mantissa, out);
+    let suffix: &[u8] = match exponent {
+        1 => b"Ki",
+        2 => b"Mi",
+        3 => b"Gi",
+        4 => b"Ti",
+        5 => b"Pi",
+        6 => b"Ei",
+        _ => b"",
+    };
+    out.extend_from_slice(suffix);
+}
+
+/// Appends `v` in decimal.
+pub fn write_u128(mut v: u128, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn cpu_matches_go() {
+        // Expected strings are Go's resource.NewScaledQuantity(v, -9).String().
+        let cases: &[(u64, &str)] = &[
+            (0, "0"),
+            (1, "1n"),
+            (10, "10n"),
+            (100, "100n"),
+            (1_000, "1u"),
+            (1_500, "1500n"),
+            (123_456_789, "123456789n"),
+            (250_000_000, "250m"),
+            (1_000_000, "1m"),
+            (1_500_000_000, "1500m"),
+            (2_000_000_000, "2"),
+            (10_000_000_000, "10"),
+            (1_000_000_000_000, "1k"),
+            (4_710_169, "4710169n"),
+            (66_613_375, "66613375n"),
+            (357_354_910_000, "357354910u"),
+            (i64::MAX as u64, "9223372036854775807n"),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(s(|o| cpu(v, o)), want, "{v}");
+        }
+        // Above MaxInt64: uint64Quantity keeps v/10 at scale -8.
+        assert_eq!(s(|o| cpu(u64::MAX, o)), "18446744073709551610n");
+        assert_eq!(s(|o| cpu(10_000_000_000_000_000_000, o)), "10G");
+    }
+
+    #[test]
+    fn memory_matches_go() {
+        // Expected strings are Go's Quantity{NewScaledQuantity(v, 0), BinarySI}.String().
+        let cases: &[(u64, &str)] = &[
+            (0, "0"),
+            (1, "1"),
+            (500, "500"),
+            (1_000, "1k"),
+            (1_023, "1023"),
+            (1_024, "1Ki"),
+            (1_025, "1025"),
+            (2_048, "2Ki"),
+            (12_533_760, "12240Ki"),
+            (52_428_800, "50Mi"),
+            (1_616_273_408, "1578392Ki"),
+            (1_073_741_824, "1Gi"),
+            (1_449_984, "1416Ki"),
+            (1 << 60, "1Ei"),
+            (123_456_789, "123456789"),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(s(|o| memory(v, o)), want, "{v}");
+        }
+        assert_eq!(s(|o| memory(u64::MAX, o)), "18446744073709551610");
+    }
+
+    #[test]
+    fn totals_are_exact_sums() {
+        assert_eq!(s(|o| cpu_total(250_000_000 + 50_000_000, o)), "300m");
+        assert_eq!(
+            s(|o| cpu_total(2 * u128::from(u64::MAX), o)),
+            "36893488147419103230n"
+        );
+        assert_eq!(s(|o| memory_total(12_533_760 + 52_428_800, o)), "63440Ki");
+        // 1024^7 has no suffix in Go's table, which then writes none: Go's own (wrong) "1".
+        assert_eq!(s(|o| memory_total(1 << 70, o)), "1");
+    }
+
+    #[test]
+    fn binary_si_falls_back_for_fractions() {
+        // 1.5 × 1024 at scale -1 is not a whole number of bytes: DecimalSI.
+        assert_eq!(s(|o| binary_si(15_365, -1, o)), "1536500m");
+        assert_eq!(s(|o| binary_si(20_480, -1, o)), "2Ki");
+        assert_eq!(s(|o| binary_si(5, -1, o)), "500m");
+    }
+}
