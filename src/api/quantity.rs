@@ -12,27 +12,77 @@
 //! Values are carried as `u128` so that sums (the Table's per-pod totals) stay exact where Go
 //! would switch to its arbitrary-precision path; the canonical string is the same either way.
 
-/// Writes the CPU quantity for `nanocores`, e.g. `250m`, `1500m`, `2`, `123456789n`.
-pub fn cpu(nanocores: u64, out: &mut Vec<u8>) {
-    let (value, scale) = uint64_quantity(nanocores, -9);
-    decimal_si(value, scale, out);
+/// A formatted quantity, held on the stack: the longest (a u128 mantissa and a suffix) fits.
+#[derive(Clone, Copy)]
+pub struct QStr {
+    buf: [u8; 48],
+    len: usize,
 }
 
-/// Writes the memory quantity for `bytes`, e.g. `12240Ki`, `50Mi`, `1023`.
-pub fn memory(bytes: u64, out: &mut Vec<u8>) {
+impl QStr {
+    fn new() -> Self {
+        Self {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        let end = (self.len + b.len()).min(self.buf.len());
+        let n = end - self.len;
+        self.buf[self.len..end].copy_from_slice(&b[..n]);
+        self.len = end;
+    }
+
+    fn push(&mut self, b: u8) {
+        self.extend_from_slice(&[b]);
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and suffix letters are ever written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for QStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The CPU quantity for `nanocores`, e.g. `250m`, `1500m`, `2`, `123456789n`.
+pub fn cpu(nanocores: u64) -> QStr {
+    let (value, scale) = uint64_quantity(nanocores, -9);
+    let mut out = QStr::new();
+    decimal_si(value, scale, &mut out);
+    out
+}
+
+/// The memory quantity for `bytes`, e.g. `12240Ki`, `50Mi`, `1023`.
+pub fn memory(bytes: u64) -> QStr {
     let (value, scale) = uint64_quantity(bytes, 0);
-    binary_si(value, scale, out);
+    let mut out = QStr::new();
+    binary_si(value, scale, &mut out);
+    out
 }
 
 /// The CPU total of several containers (exact sum of nanocores), as Go's `Quantity.Add` of
 /// each container's quantity renders it.
-pub fn cpu_total(nanocores: u128, out: &mut Vec<u8>) {
-    decimal_si(nanocores, -9, out);
+pub fn cpu_total(nanocores: u128) -> QStr {
+    let mut out = QStr::new();
+    decimal_si(nanocores, -9, &mut out);
+    out
 }
 
 /// The memory total of several containers (exact sum of bytes).
-pub fn memory_total(bytes: u128, out: &mut Vec<u8>) {
-    binary_si(bytes, 0, out);
+pub fn memory_total(bytes: u128) -> QStr {
+    let mut out = QStr::new();
+    binary_si(bytes, 0, &mut out);
+    out
 }
 
 /// metrics-server's `uint64Quantity`: values past `MaxInt64` lose their last digit.
@@ -45,7 +95,7 @@ fn uint64_quantity(value: u64, scale: i32) -> (u128, i32) {
 }
 
 /// Go's canonical DecimalSI form of `value × 10^scale`.
-pub fn decimal_si(value: u128, scale: i32, out: &mut Vec<u8>) {
+fn decimal_si(value: u128, scale: i32, out: &mut QStr) {
     if value == 0 {
         out.push(b'0');
         return;
@@ -87,7 +137,7 @@ pub fn decimal_si(value: u128, scale: i32, out: &mut Vec<u8>) {
 }
 
 /// Go's canonical BinarySI form of `value × 10^scale`.
-pub fn binary_si(value: u128, scale: i32, out: &mut Vec<u8>) {
+fn binary_si(value: u128, scale: i32, out: &mut QStr) {
     // Values in (-1024, 1024) are shown as DecimalSI "to avoid rounding and confusion".
     let whole = if scale >= 0 {
         10u128
@@ -132,7 +182,7 @@ pub fn binary_si(value: u128, scale: i32, out: &mut Vec<u8>) {
 }
 
 /// Appends `v` in decimal.
-pub fn write_u128(mut v: u128, out: &mut Vec<u8>) {
+fn write_u128(mut v: u128, out: &mut QStr) {
     let mut buf = [0u8; 40];
     let mut i = buf.len();
     loop {
@@ -150,10 +200,14 @@ pub fn write_u128(mut v: u128, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
-        let mut out = Vec::new();
-        f(&mut out);
-        String::from_utf8(out).unwrap()
+    fn s(q: QStr) -> String {
+        q.as_str().to_string()
+    }
+
+    fn bin(value: u128, scale: i32) -> String {
+        let mut out = QStr::new();
+        binary_si(value, scale, &mut out);
+        s(out)
     }
 
     #[test]
@@ -179,11 +233,11 @@ mod tests {
             (i64::MAX as u64, "9223372036854775807n"),
         ];
         for &(v, want) in cases {
-            assert_eq!(s(|o| cpu(v, o)), want, "{v}");
+            assert_eq!(s(cpu(v)), want, "{v}");
         }
         // Above MaxInt64: uint64Quantity keeps v/10 at scale -8.
-        assert_eq!(s(|o| cpu(u64::MAX, o)), "18446744073709551610n");
-        assert_eq!(s(|o| cpu(10_000_000_000_000_000_000, o)), "10G");
+        assert_eq!(s(cpu(u64::MAX)), "18446744073709551610n");
+        assert_eq!(s(cpu(10_000_000_000_000_000_000)), "10G");
     }
 
     #[test]
@@ -207,28 +261,28 @@ mod tests {
             (123_456_789, "123456789"),
         ];
         for &(v, want) in cases {
-            assert_eq!(s(|o| memory(v, o)), want, "{v}");
+            assert_eq!(s(memory(v)), want, "{v}");
         }
-        assert_eq!(s(|o| memory(u64::MAX, o)), "18446744073709551610");
+        assert_eq!(s(memory(u64::MAX)), "18446744073709551610");
     }
 
     #[test]
     fn totals_are_exact_sums() {
-        assert_eq!(s(|o| cpu_total(250_000_000 + 50_000_000, o)), "300m");
+        assert_eq!(s(cpu_total(250_000_000 + 50_000_000)), "300m");
         assert_eq!(
-            s(|o| cpu_total(2 * u128::from(u64::MAX), o)),
+            s(cpu_total(2 * u128::from(u64::MAX))),
             "36893488147419103230n"
         );
-        assert_eq!(s(|o| memory_total(12_533_760 + 52_428_800, o)), "63440Ki");
+        assert_eq!(s(memory_total(12_533_760 + 52_428_800)), "63440Ki");
         // 1024^7 has no suffix in Go's table, which then writes none: Go's own (wrong) "1".
-        assert_eq!(s(|o| memory_total(1 << 70, o)), "1");
+        assert_eq!(s(memory_total(1 << 70)), "1");
     }
 
     #[test]
     fn binary_si_falls_back_for_fractions() {
         // 1.5 × 1024 at scale -1 is not a whole number of bytes: DecimalSI.
-        assert_eq!(s(|o| binary_si(15_365, -1, o)), "1536500m");
-        assert_eq!(s(|o| binary_si(20_480, -1, o)), "2Ki");
-        assert_eq!(s(|o| binary_si(5, -1, o)), "500m");
+        assert_eq!(bin(15_365, -1), "1536500m");
+        assert_eq!(bin(20_480, -1), "2Ki");
+        assert_eq!(bin(5, -1), "500m");
     }
 }
