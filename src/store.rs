@@ -522,7 +522,9 @@ impl Store {
         let owned = match (shard.get(key), node) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(entry), Some(node)) => *entry.node == **node,
+            // The same allocation, not just the same name: a node that was removed and
+            // re-added at once gets a new slot, whose pods the old slot must not take.
+            (Some(entry), Some(node)) => Arc::ptr_eq(&entry.node, node),
         };
         if owned && let Some(entry) = shard.remove(key) {
             adjust(&self.containers_with_prev, entry.with_prev, 0);

@@ -6,6 +6,7 @@
 //! No intermediate trees: each item is written from the cluster's metadata and the store's
 //! precomputed usage.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,49 @@ pub struct Ctx {
     pub now_secs: i64,
     /// `now_secs` as a quoted RFC 3339 JSON string, formatted once.
     created_json: Vec<u8>,
+    /// The last timestamp and window written: items of one node share them, so most are
+    /// copied rather than formatted again.
+    last_timestamp: Cell<Formatted<i64>>,
+    last_window: Cell<Formatted<Duration>>,
+}
+
+/// A value and its rendering.
+#[derive(Debug, Clone, Copy)]
+struct Formatted<T> {
+    value: Option<T>,
+    len: usize,
+    text: [u8; 32],
+}
+
+impl<T: Copy + PartialEq> Formatted<T> {
+    fn empty() -> Cell<Self> {
+        Cell::new(Self {
+            value: None,
+            len: 0,
+            text: [0; 32],
+        })
+    }
+
+    /// Appends the rendering of `value`, reusing the cached one when it is the same value.
+    fn write(cell: &Cell<Self>, value: T, out: &mut Vec<u8>, render: impl FnOnce(&mut Vec<u8>)) {
+        let cached = cell.get();
+        if cached.value == Some(value) {
+            out.extend_from_slice(&cached.text[..cached.len]);
+            return;
+        }
+        let start = out.len();
+        render(out);
+        let written = &out[start..];
+        let mut next = Self {
+            value: Some(value),
+            len: written.len().min(32),
+            text: [0; 32],
+        };
+        next.text[..next.len].copy_from_slice(&written[..next.len]);
+        if written.len() <= 32 {
+            cell.set(next);
+        }
+    }
 }
 
 impl Ctx {
@@ -68,6 +112,8 @@ impl Ctx {
             version,
             now_secs,
             created_json,
+            last_timestamp: Formatted::empty(),
+            last_window: Formatted::empty(),
         }
     }
 }
@@ -134,24 +180,32 @@ impl Message for QuantityMsg<'_> {
     }
 }
 
-/// Writes the `usage` map (field `field`), keys in Go's sorted order.
-fn proto_resources<S: Sink>(s: &mut S, field: u32, cpu: u64, memory: u64) {
-    let cpu = quantity::cpu(cpu);
-    let memory = quantity::memory(memory);
-    s.message(
-        field,
-        &QuantityEntry {
-            key: "cpu",
-            value: cpu.as_bytes(),
-        },
-    );
-    s.message(
-        field,
-        &QuantityEntry {
-            key: "memory",
-            value: memory.as_bytes(),
-        },
-    );
+/// CPU and memory quantities, formatted once and written as `usage` map entries.
+struct Resources {
+    cpu: quantity::QStr,
+    memory: quantity::QStr,
+}
+
+impl Resources {
+    fn new(cpu: u64, memory: u64) -> Self {
+        Self {
+            cpu: quantity::cpu(cpu),
+            memory: quantity::memory(memory),
+        }
+    }
+
+    /// The `usage` map as field `field`, keys in Go's sorted order.
+    fn encode<S: Sink>(&self, s: &mut S, field: u32) {
+        for (key, value) in [("cpu", &self.cpu), ("memory", &self.memory)] {
+            s.message(
+                field,
+                &QuantityEntry {
+                    key,
+                    value: value.as_bytes(),
+                },
+            );
+        }
+    }
 }
 
 impl Item for NodeItem {
@@ -172,7 +226,7 @@ impl Item for NodeItem {
         json_resources(out, self.1.cpu_nanocores, self.1.memory_bytes);
     }
     fn proto_usage<S: Sink>(&self, s: &mut S) {
-        proto_resources(s, 4, self.1.cpu_nanocores, self.1.memory_bytes);
+        Resources::new(self.1.cpu_nanocores, self.1.memory_bytes).encode(s, 4);
     }
     fn totals(&self) -> (u128, u128) {
         (
@@ -182,13 +236,17 @@ impl Item for NodeItem {
     }
 }
 
-/// `ContainerMetrics{1: name, 2: usage}`.
-struct ContainerMsg<'a>(&'a crate::store::ContainerUsage);
+/// `ContainerMetrics{1: name, 2: usage}`, with its quantities formatted once for both the
+/// measuring and the writing pass.
+struct ContainerMsg<'a> {
+    name: &'a str,
+    usage: Resources,
+}
 
 impl Message for ContainerMsg<'_> {
     fn encode<S: Sink>(&self, s: &mut S) {
-        s.string(1, &self.0.name);
-        proto_resources(s, 2, self.0.cpu_nanocores, self.0.memory_bytes);
+        s.string(1, self.name);
+        self.usage.encode(s, 2);
     }
 }
 
@@ -222,7 +280,11 @@ impl Item for PodItem {
     }
     fn proto_usage<S: Sink>(&self, s: &mut S) {
         for c in self.1.containers.iter() {
-            s.message(4, &ContainerMsg(c));
+            let msg = ContainerMsg {
+                name: &c.name,
+                usage: Resources::new(c.cpu_nanocores, c.memory_bytes),
+            };
+            s.message(4, &msg);
         }
     }
     fn totals(&self) -> (u128, u128) {
@@ -279,19 +341,23 @@ pub fn json_item<I: Item>(out: &mut Vec<u8>, item: &I, ctx: &Ctx, typed: bool) {
         out.extend_from_slice(b"\",");
     }
     json_metadata(out, item, ctx);
+    let (timestamp_ns, window) = item.time();
+    let secs = unix_seconds(timestamp_ns);
     out.extend_from_slice(b",\"timestamp\":\"");
-    rfc3339(out, unix_seconds(item.timestamp_ns()));
+    Formatted::write(&ctx.last_timestamp, secs, out, |o| rfc3339(o, secs));
     out.extend_from_slice(b"\",\"window\":\"");
-    write_go_duration(out, item.window());
+    write_window(out, ctx, window);
     out.extend_from_slice(b"\",");
     item.json_usage(out);
     out.push(b'}');
 }
 
-fn write_go_duration(out: &mut Vec<u8>, d: Duration) {
-    use std::io::Write;
-    // GoDuration's Display writes from a stack buffer; a Vec never fails to take it.
-    let _ = write!(out, "{}", duration::format(d));
+fn write_window(out: &mut Vec<u8>, ctx: &Ctx, d: Duration) {
+    Formatted::write(&ctx.last_window, d, out, |o| {
+        use std::io::Write;
+        // GoDuration's Display writes from a stack buffer; a Vec never fails to take it.
+        let _ = write!(o, "{}", duration::format(d));
+    });
 }
 
 /// What a response carries: the one object a GET names, or a list.
@@ -434,7 +500,7 @@ pub fn json_table<I: Item>(
         out.extend_from_slice(b"\",\"");
         out.extend_from_slice(quantity::memory_total(mem).as_bytes());
         out.extend_from_slice(b"\",\"");
-        write_go_duration(&mut out, item.window());
+        write_window(&mut out, ctx, item.window());
         out.extend_from_slice(b"\"],\"object\":");
         match include {
             IncludeObject::None => out.extend_from_slice(b"null"),

@@ -100,26 +100,27 @@ fn decimal_si(value: u128, scale: i32, out: &mut QStr) {
         out.push(b'0');
         return;
     }
-    let mut mantissa = value;
-    let mut exponent = scale;
-    while mantissa >= 10 && mantissa.is_multiple_of(10) {
-        mantissa /= 10;
-        exponent += 1;
-    }
-    // The exponent must be a multiple of three; the mantissa absorbs the rest. This only
-    // multiplies back factors of ten that were just removed (or fits easily in u128).
-    match exponent.rem_euclid(3) {
-        1 => {
-            mantissa *= 10;
-            exponent -= 1;
+    // u128 division is a slow library call; every per-container value fits in u64.
+    let (mantissa, exponent) = match u64::try_from(value) {
+        Ok(v) => {
+            let (m, e) = canonical_decimal_u64(v, scale);
+            match m {
+                Some(m) => {
+                    write_u64(m, out);
+                    (None, e)
+                }
+                None => (Some(canonical_decimal_u128(value, scale)), e),
+            }
         }
-        2 => {
-            mantissa *= 100;
-            exponent -= 2;
+        Err(_) => (Some(canonical_decimal_u128(value, scale)), 0),
+    };
+    let exponent = match mantissa {
+        Some((m, e)) => {
+            write_u128(m, out);
+            e
         }
-        _ => {}
-    }
-    write_u128(mantissa, out);
+        None => exponent,
+    };
     let suffix: &[u8] = match exponent {
         -9 => b"n",
         -6 => b"u",
@@ -134,6 +135,37 @@ fn decimal_si(value: u128, scale: i32, out: &mut QStr) {
         _ => b"",
     };
     out.extend_from_slice(suffix);
+}
+
+/// Moves factors of ten into the exponent and makes the exponent a multiple of three.
+/// `None` for the mantissa when re-multiplying would overflow u64.
+fn canonical_decimal_u64(value: u64, scale: i32) -> (Option<u64>, i32) {
+    let mut mantissa = value;
+    let mut exponent = scale;
+    while mantissa >= 10 && mantissa.is_multiple_of(10) {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    match exponent.rem_euclid(3) {
+        1 => (mantissa.checked_mul(10), exponent - 1),
+        2 => (mantissa.checked_mul(100), exponent - 2),
+        _ => (Some(mantissa), exponent),
+    }
+}
+
+fn canonical_decimal_u128(value: u128, scale: i32) -> (u128, i32) {
+    let mut mantissa = value;
+    let mut exponent = scale;
+    while mantissa >= 10 && mantissa.is_multiple_of(10) {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    // This only multiplies back factors of ten just removed, or fits easily in u128.
+    match exponent.rem_euclid(3) {
+        1 => (mantissa * 10, exponent - 1),
+        2 => (mantissa * 100, exponent - 2),
+        _ => (mantissa, exponent),
+    }
 }
 
 /// Go's canonical BinarySI form of `value × 10^scale`.
@@ -163,11 +195,9 @@ fn binary_si(value: u128, scale: i32, out: &mut QStr) {
         decimal_si(value, scale, out);
         return;
     };
-    let mut exponent = 0;
-    while mantissa >= 1024 && mantissa.is_multiple_of(1024) {
-        mantissa /= 1024;
-        exponent += 1;
-    }
+    // Factors of 1024 are trailing zero bits.
+    let exponent = mantissa.trailing_zeros() / 10;
+    mantissa >>= 10 * exponent;
     write_u128(mantissa, out);
     let suffix: &[u8] = match exponent {
         1 => b"Ki",
@@ -182,7 +212,26 @@ fn binary_si(value: u128, scale: i32, out: &mut QStr) {
 }
 
 /// Appends `v` in decimal.
+fn write_u64(mut v: u64, out: &mut QStr) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `v` in decimal, through u64 when it fits.
 fn write_u128(mut v: u128, out: &mut QStr) {
+    if let Ok(small) = u64::try_from(v) {
+        write_u64(small, out);
+        return;
+    }
     let mut buf = [0u8; 40];
     let mut i = buf.len();
     loop {
