@@ -53,7 +53,11 @@ fn process_cpu() -> Duration {
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
             let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-            total += stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
         }
     }
     Duration::from_nanos(total)
@@ -68,13 +72,22 @@ fn time(
     rounds: u32,
 ) -> (Duration, Duration, usize) {
     let (status, body) = request(rt, app, path, accept);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+    assert_eq!(
+        status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
     let cpu = process_cpu();
     let start = Instant::now();
     for _ in 0..rounds {
         black_box(request(rt, app, path, accept));
     }
-    (start.elapsed() / rounds, (process_cpu() - cpu) / rounds, body.len())
+    (
+        start.elapsed() / rounds,
+        (process_cpu() - cpu) / rounds,
+        body.len(),
+    )
 }
 
 fn benches(c: &mut Criterion) {
@@ -106,7 +119,9 @@ fn benches(c: &mut Criterion) {
 
     // top pod -A: every pod.
     let mut group = c.benchmark_group("api_all_pods");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     for (name, accept) in [
         ("json", "application/json"),
         ("protobuf", "application/vnd.kubernetes.protobuf"),
@@ -119,8 +134,13 @@ fn benches(c: &mut Criterion) {
     group.finish();
 
     println!("\n== metrics API figures (150,000 pods, 2 containers each) ==");
-    println!("(CPU = CPU time of the process per request; wall time grows when other processes share the cores)");
-    for (name, accept) in [("protobuf (HPA Accept)", HPA_ACCEPT), ("json", "application/json")] {
+    println!(
+        "(CPU = CPU time of the process per request; wall time grows when other processes share the cores)"
+    );
+    for (name, accept) in [
+        ("protobuf (HPA Accept)", HPA_ACCEPT),
+        ("json", "application/json"),
+    ] {
         let (wall, cpu, size) = time(&rt, &app, HPA_PATH, accept, 3_000);
         println!(
             "HPA query, 50 of 150,000 pods, {name}: {:.1} µs CPU, {:.1} µs wall per request through the router, {size} bytes (target <= 50 µs)",
