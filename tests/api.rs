@@ -1065,8 +1065,11 @@ fn python_yaml_to_json(yaml: &[u8]) -> Value {
 async fn nodes_and_pods_that_leave_are_not_served() {
     let state = small_cluster();
     let app = fixture::app(state.clone());
+    let hpa = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=app%3Dweb";
+    assert_eq!(item_names(&get(&app, hpa).await), ["web-1", "web-2"]);
     // The pod stops Running: the watcher removes it from the cluster state.
     state.cluster.remove_pod("default", "web-1");
+    assert_eq!(item_names(&get(&app, hpa).await), ["web-2"]);
     let r = get(
         &app,
         "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web-1",

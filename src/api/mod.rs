@@ -16,6 +16,7 @@
 pub mod discovery;
 pub mod encode;
 pub mod format;
+pub mod index;
 pub mod negotiate;
 pub mod quantity;
 pub mod query;
@@ -34,7 +35,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::cluster::{ClusterState, PodInfo};
-use crate::selector::{FieldSelector, LabelSelector};
+use crate::selector::{FieldSelector, LabelSelector, Operator};
 use crate::status::Status;
 use crate::store::Store;
 
@@ -44,6 +45,7 @@ pub use request_info::{RequestInfo, RequestInfoError};
 
 use discovery::{Discovery, Doc, GROUP};
 use encode::{Ctx, IncludeObject, Item, MetaVersion, NodeItem, PodItem, Shape};
+use index::{LabelIndex, ScanLabels};
 use negotiate::{Endpoint, Format, Negotiated};
 use query::{ListOptions, Query};
 
@@ -62,6 +64,8 @@ pub struct ApiState {
     /// What `/version` reports.
     pub version: VersionInfo,
     pub observer: Option<Arc<dyn ApiObserver>>,
+    /// Answers the HPA's label-selected queries without scanning the namespace.
+    label_index: Arc<LabelIndex>,
 }
 
 impl ApiState {
@@ -71,6 +75,7 @@ impl ApiState {
             store,
             version: VersionInfo::default(),
             observer: None,
+            label_index: Arc::new(LabelIndex::new()),
         }
     }
 
@@ -615,22 +620,6 @@ pub fn list_nodes(
         .collect()
 }
 
-/// A label set read by a linear scan that compares lengths before bytes. Objects carry a
-/// handful of labels whose lengths mostly differ, so a lookup touches the key bytes about
-/// once instead of at every step of a binary search: the HPA's query scans every pod of its
-/// namespace this way.
-struct ScanLabels<'a>(&'a crate::cluster::LabelSet);
-
-impl crate::selector::Labels for ScanLabels<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .0
-            .iter()
-            .find(|(k, _)| k.len() == key.len() && **k == *key)
-            .map(|(_, v)| &**v)
-    }
-}
-
 /// Running pods matching the selectors that have usage, sorted by namespace and name.
 pub fn list_pods(
     state: &ApiState,
@@ -647,15 +636,32 @@ pub fn list_pods(
                 _ => None,
             })
     };
-    let mut pods: Vec<Arc<PodInfo>> = Vec::new();
-    match (namespace, fields.required_value("metadata.name")) {
-        // A pinned namespace and name need no scan.
-        (Some(ns), Some(name)) => pods.extend(state.cluster.pod(ns, name).filter(|p| matches(p))),
-        _ => state.cluster.for_each_pod(namespace, |p| {
-            if matches(p) {
-                pods.push(Arc::clone(p));
+    // A requirement that pins one value (`app=web`, as an HPA's matchLabels gives) can be
+    // answered from the label index.
+    let pinned = labels
+        .requirements
+        .iter()
+        .find_map(|r| match (r.operator, r.values.as_slice()) {
+            (Operator::Equals | Operator::DoubleEquals | Operator::In, [value]) => {
+                Some((r.key.as_str(), value.as_str()))
             }
-        }),
+            _ => None,
+        });
+    let mut pods: Vec<Arc<PodInfo>> = Vec::new();
+    let keep = |p: &Arc<PodInfo>| {
+        if matches(p) {
+            pods.push(Arc::clone(p));
+        }
+    };
+    match (namespace, fields.required_value("metadata.name"), pinned) {
+        // A pinned namespace and name need no scan.
+        (Some(ns), Some(name), _) => state.cluster.pod(ns, name).iter().for_each(keep),
+        (Some(ns), None, Some((key, value))) => {
+            state
+                .label_index
+                .for_each_with_label(&state.cluster, ns, key, value, keep)
+        }
+        _ => state.cluster.for_each_pod(namespace, keep),
     }
     pods.into_iter()
         .filter_map(|p| {
