@@ -577,6 +577,22 @@ impl Store {
             .and_then(|e| e.usage.clone())
     }
 
+    /// Calls `f` with the pod's usage, if every container has two usable points, without
+    /// taking a reference: for readers that visit many pods (the shard's read lock is held
+    /// while `f` runs, so `f` must not call back into the store).
+    pub fn with_pod_usage<R>(
+        &self,
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(&PodUsage) -> R,
+    ) -> Option<R> {
+        let key: &dyn PodRef = &(namespace, name);
+        read(self.pod_shard(key))
+            .get(key)
+            .and_then(|e| e.usage.as_deref())
+            .map(f)
+    }
+
     /// metrics-server's `metric-storage-ready`: true once any rate can be served.
     pub fn ready(&self) -> bool {
         self.nodes_with_prev.load(Ordering::Relaxed) > 0

@@ -250,7 +250,13 @@ impl Message for ContainerMsg<'_> {
     }
 }
 
-impl Item for PodItem {
+/// A pod and its usage, owned ([`PodItem`]) or borrowed while the cluster state and the
+/// store are being visited.
+impl<P, U> Item for (P, U)
+where
+    P: std::ops::Deref<Target = PodInfo>,
+    U: std::ops::Deref<Target = PodUsage>,
+{
     const KIND: &'static str = "PodMetrics";
     const LIST_KIND: &'static str = "PodMetricsList";
     fn meta(&self) -> Meta<'_> {
@@ -384,24 +390,63 @@ impl<'a, I> Shape<'a, I> {
     }
 }
 
-/// Writes `items` comma-separated. After a sample of items the buffer is reserved for the
-/// rest at the sample's average size (plus an eighth), so a 60 MB list is neither grown by
-/// doubling (copying and faulting in twice the memory) nor reserved blindly.
-fn write_items<I>(out: &mut Vec<u8>, items: &[I], mut write: impl FnMut(&mut Vec<u8>, &I)) {
+/// Writes list items comma-separated into a buffer. After a sample of items the buffer is
+/// reserved for the expected rest at the sample's average size (plus an eighth), so a 60 MB
+/// list is neither grown by doubling (copying and faulting in twice the memory) nor
+/// reserved blindly.
+pub struct ItemWriter<'o> {
+    out: &'o mut Vec<u8>,
+    start: usize,
+    written: usize,
+    expected: usize,
+}
+
+impl<'o> ItemWriter<'o> {
     const SAMPLE: usize = 32;
-    let start = out.len();
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+
+    /// `expected` is how many items are likely to follow (0 when unknown).
+    pub fn new(out: &'o mut Vec<u8>, expected: usize) -> Self {
+        let start = out.len();
+        Self {
+            out,
+            start,
+            written: 0,
+            expected,
         }
-        write(out, item);
-        if i + 1 == SAMPLE {
-            let average = (out.len() - start).div_ceil(SAMPLE);
-            let rest = items.len() - SAMPLE;
-            out.reserve(rest * average + rest * average / 8 + 64);
+    }
+
+    pub fn item(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.written > 0 {
+            self.out.push(b',');
+        }
+        write(self.out);
+        self.written += 1;
+        if self.written == Self::SAMPLE && self.expected > Self::SAMPLE {
+            let average = (self.out.len() - self.start).div_ceil(Self::SAMPLE);
+            let rest = self.expected - Self::SAMPLE;
+            self.out.reserve(rest * average + rest * average / 8 + 64);
         }
     }
 }
+
+fn write_items<I>(out: &mut Vec<u8>, items: &[I], mut write: impl FnMut(&mut Vec<u8>, &I)) {
+    let mut w = ItemWriter::new(out, items.len());
+    for item in items {
+        w.item(|out| write(out, item));
+    }
+}
+
+/// The head of a NodeMetricsList or PodMetricsList: `{"kind":…,"apiVersion":…,"metadata":{},"items":[`.
+pub fn json_list_head<I: Item>(out: &mut Vec<u8>, ctx: &Ctx) {
+    out.extend_from_slice(b"{\"kind\":\"");
+    out.extend_from_slice(I::LIST_KIND.as_bytes());
+    out.extend_from_slice(b"\",\"apiVersion\":\"");
+    out.extend_from_slice(ctx.version.group_version().as_bytes());
+    out.extend_from_slice(b"\",\"metadata\":{},\"items\":[");
+}
+
+/// The end of a list, with Go's trailing newline.
+pub const JSON_LIST_TAIL: &[u8] = b"]}\n";
 
 /// One object with `kind` and `apiVersion` (as a GET returns it), or
 /// `{"kind":"…List","apiVersion":…,"metadata":{},"items":[…]}` whose items have neither;
@@ -417,15 +462,11 @@ pub fn json<I: Item>(shape: Shape<'_, I>, ctx: &Ctx) -> Vec<u8> {
         Shape::List(items) => items,
     };
     let mut out = Vec::with_capacity(16 * 1024);
-    out.extend_from_slice(b"{\"kind\":\"");
-    out.extend_from_slice(I::LIST_KIND.as_bytes());
-    out.extend_from_slice(b"\",\"apiVersion\":\"");
-    out.extend_from_slice(ctx.version.group_version().as_bytes());
-    out.extend_from_slice(b"\",\"metadata\":{},\"items\":[");
+    json_list_head::<I>(&mut out, ctx);
     write_items(&mut out, items, |out, item| {
         json_item(out, item, ctx, false)
     });
-    out.extend_from_slice(b"]}\n");
+    out.extend_from_slice(JSON_LIST_TAIL);
     out
 }
 

@@ -47,15 +47,9 @@ pub struct LabelIndex {
     epoch: Instant,
 }
 
-impl Default for LabelIndex {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl std::fmt::Debug for LabelIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LabelIndex").finish_non_exhaustive()
+        write!(f, "LabelIndex({} namespaces)", self.namespaces())
     }
 }
 
@@ -84,15 +78,17 @@ impl Labels for ScanLabels<'_> {
     }
 }
 
-impl LabelIndex {
-    pub fn new() -> Self {
+impl Default for LabelIndex {
+    fn default() -> Self {
         Self {
             hasher: Default::default(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             epoch: Instant::now(),
         }
     }
+}
 
+impl LabelIndex {
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_secs()
     }
@@ -198,7 +194,7 @@ mod tests {
             cluster.upsert_pod(pod("ns", name, app));
         }
         cluster.upsert_pod(pod("other", "x", "web"));
-        let index = LabelIndex::new();
+        let index = LabelIndex::default();
         assert_eq!(names(&index, &cluster, "ns", "web"), ["a", "c"]);
         assert_eq!(names(&index, &cluster, "ns", "none"), Vec::<String>::new());
         // A new pod, a relabelled pod and a removed pod are all seen at once.

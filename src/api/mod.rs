@@ -75,7 +75,7 @@ impl ApiState {
             store,
             version: VersionInfo::default(),
             observer: None,
-            label_index: Arc::new(LabelIndex::new()),
+            label_index: Arc::new(LabelIndex::default()),
         }
     }
 
@@ -396,6 +396,24 @@ async fn resources(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Target::Pods(namespace) => match ListOptions::from_query(&query) {
             Err(status) => status_response(*status),
             Ok(opts) if opts.watch => watch_not_supported("pods"),
+            Ok(opts) if streams(&view, namespace, &opts) => {
+                let pretty = matches!(view, View::Object { pretty: true, .. });
+                if namespace.is_some() {
+                    let json = stream_pods_json(state, namespace, &opts, &ctx);
+                    return render(Format::Json, pretty, json);
+                }
+                let state = state.clone();
+                let encoded = tokio::task::spawn_blocking(move || {
+                    stream_pods_json(&state, None, &opts, &ctx)
+                })
+                .await;
+                match encoded {
+                    Ok(json) => render(Format::Json, pretty, json),
+                    Err(e) => {
+                        status_response(Status::internal(format!("encoding the list failed: {e}")))
+                    }
+                }
+            }
             Ok(opts) => {
                 let items = list_pods(state, namespace, &opts.labels, &opts.fields);
                 observe(state, &items);
@@ -403,6 +421,79 @@ async fn resources(State(s): State<Arc<Shared>>, req: Request) -> Response {
             }
         },
     }
+}
+
+/// Whether a pod list is written while visiting the cluster state (a JSON scan) instead of
+/// being collected first (protobuf needs sizes up front; Tables and partial metadata are
+/// rare; the HPA's label-pinned query and name lookups are small and use the index).
+fn streams(view: &View, namespace: Option<&str>, opts: &ListOptions) -> bool {
+    matches!(
+        view,
+        View::Object {
+            format: Format::Json,
+            ..
+        }
+    ) && opts.fields.required_value("metadata.name").is_none()
+        && (namespace.is_none() || pinned_label(&opts.labels).is_none())
+}
+
+/// A pod list in JSON, written straight from the cluster state and the store with no
+/// per-pod allocation or reference counting: `top pod -A` over a large cluster.
+fn stream_pods_json(
+    state: &ApiState,
+    namespace: Option<&str>,
+    opts: &ListOptions,
+    ctx: &Ctx,
+) -> Vec<u8> {
+    let namespace = namespace.or(opts.fields.required_value("metadata.namespace"));
+    let expected = if namespace.is_none() {
+        state.cluster.pod_count()
+    } else {
+        0
+    };
+    let now = now_ns();
+    let mut out = Vec::with_capacity(16 * 1024);
+    encode::json_list_head::<PodItem>(&mut out, ctx);
+    let mut items = encode::ItemWriter::new(&mut out, expected);
+    state.cluster.for_each_pod(namespace, |pod| {
+        if !pod_matches(pod, &opts.labels, &opts.fields) {
+            return;
+        }
+        state
+            .store
+            .with_pod_usage(&pod.namespace, &pod.name, |usage| {
+                if let Some(observer) = &state.observer {
+                    observer.metric_freshness(now.saturating_sub(usage.timestamp_ns) as f64 / 1e9);
+                }
+                let item = (&**pod, usage);
+                items.item(|out| encode::json_item(out, &item, ctx, false));
+            });
+    });
+    out.extend_from_slice(encode::JSON_LIST_TAIL);
+    out
+}
+
+fn pod_matches(p: &PodInfo, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    labels.matches(&ScanLabels(&p.labels))
+        && fields.matches(|f| match f {
+            "metadata.name" => Some(&p.name),
+            "metadata.namespace" => Some(&p.namespace),
+            _ => None,
+        })
+}
+
+/// A requirement that pins one value (`app=web`, as an HPA's matchLabels gives), which the
+/// label index can answer.
+fn pinned_label(labels: &LabelSelector) -> Option<(&str, &str)> {
+    labels
+        .requirements
+        .iter()
+        .find_map(|r| match (r.operator, r.values.as_slice()) {
+            (Operator::Equals | Operator::DoubleEquals | Operator::In, [value]) => {
+                Some((r.key.as_str(), value.as_str()))
+            }
+            _ => None,
+        })
 }
 
 /// The generic apiserver's answer to `?watch=true` on a storage without watch support.
@@ -628,25 +719,8 @@ pub fn list_pods(
     fields: &FieldSelector,
 ) -> Vec<PodItem> {
     let namespace = namespace.or(fields.required_value("metadata.namespace"));
-    let matches = |p: &PodInfo| {
-        labels.matches(&ScanLabels(&p.labels))
-            && fields.matches(|f| match f {
-                "metadata.name" => Some(&p.name),
-                "metadata.namespace" => Some(&p.namespace),
-                _ => None,
-            })
-    };
-    // A requirement that pins one value (`app=web`, as an HPA's matchLabels gives) can be
-    // answered from the label index.
-    let pinned = labels
-        .requirements
-        .iter()
-        .find_map(|r| match (r.operator, r.values.as_slice()) {
-            (Operator::Equals | Operator::DoubleEquals | Operator::In, [value]) => {
-                Some((r.key.as_str(), value.as_str()))
-            }
-            _ => None,
-        });
+    let matches = |p: &PodInfo| pod_matches(p, labels, fields);
+    let pinned = pinned_label(labels);
     let mut pods: Vec<Arc<PodInfo>> = Vec::new();
     let keep = |p: &Arc<PodInfo>| {
         if matches(p) {
