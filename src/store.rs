@@ -94,13 +94,70 @@ pub struct StoreStats {
     pub containers: usize,
 }
 
-type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeSlot>>>;
-type PodShard = RwLock<HashMap<PodKey, PodEntry>>;
+type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeSlot>, FastState>>;
+type PodShard = RwLock<HashMap<PodKey, PodEntry, FastState>>;
+
+/// A seeded multiply-xor string hash. API lists look up every pod by `(namespace, name)`;
+/// SipHash (computed once for the shard and once in the map) was a fifth of `top pod -A`.
+/// The seed is random per process, so bucket placement cannot be predicted from outside;
+/// names come from the cluster's own pods, whose authors could exhaust the cluster far more
+/// directly than through hash collisions.
+#[derive(Clone, Copy)]
+struct FastState(u64);
+
+impl Default for FastState {
+    fn default() -> Self {
+        Self(std::collections::hash_map::RandomState::new().hash_one(0x006d_6574_7269_6373_u64) | 1)
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+struct FastHasher(u64);
+
+const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(word))
+                .wrapping_mul(MULTIPLIER)
+                .rotate_left(29);
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        self.0 = (self.0 ^ u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59))
+            .wrapping_mul(MULTIPLIER)
+            .rotate_left(29);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0 ^ u64::from(i))
+            .wrapping_mul(MULTIPLIER)
+            .rotate_left(29);
+    }
+
+    fn finish(&self) -> u64 {
+        // Mix the high bits down: hashbrown takes its control bits from the top.
+        let h = self.0 ^ (self.0 >> 32);
+        let h = h.wrapping_mul(MULTIPLIER);
+        h ^ (h >> 29)
+    }
+}
 
 /// Points and rates for every node and pod, safe to read while scrapes write.
 pub struct Store {
     resolution_ns: i64,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: FastState,
     nodes: Box<[NodeShard]>,
     pods: Box<[PodShard]>,
     /// Namespaces and container names repeat across thousands of pods; each is kept once.
@@ -336,11 +393,12 @@ impl Store {
     }
 
     fn node_shard(&self, node: &str) -> &NodeShard {
-        &self.nodes[(self.hasher.hash_one(node) as usize) % SHARDS]
+        // The high bits pick the shard; the map uses the low bits for its buckets.
+        &self.nodes[(self.hasher.hash_one(node) >> 58) as usize % SHARDS]
     }
 
     fn pod_shard(&self, key: &dyn PodRef) -> &PodShard {
-        &self.pods[(self.hasher.hash_one(key) as usize) % SHARDS]
+        &self.pods[(self.hasher.hash_one(key) >> 58) as usize % SHARDS]
     }
 
     fn node_slot(&self, node: &str) -> Arc<NodeSlot> {
@@ -1204,6 +1262,27 @@ mod tests {
             .namespace
             .clone();
         assert!(Arc::ptr_eq(&ns1, &ns2));
+    }
+
+    #[test]
+    fn fast_hash_spreads_pod_keys_over_shards() {
+        let state = FastState::default();
+        let mut counts = [0usize; SHARDS];
+        for i in 0..64_000 {
+            let name = format!("web-7d9c8b6f5-{i:05}");
+            let key: &dyn PodRef = &("default", name.as_str());
+            counts[(state.hash_one(key) >> 58) as usize % SHARDS] += 1;
+        }
+        // 1,000 expected per shard.
+        assert!(
+            counts.iter().all(|&c| (850..1150).contains(&c)),
+            "{counts:?}"
+        );
+        assert_ne!(
+            state.hash_one("ab"),
+            state.hash_one("ab\0"),
+            "the length is part of the hash"
+        );
     }
 
     #[test]
