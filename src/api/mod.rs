@@ -97,7 +97,9 @@ struct Shared {
 
 /// The metrics API: discovery, `/version`, `/openapi/v2` and both versions of the resources.
 /// Paths outside `/apis`, `/apis/metrics.k8s.io/**`, `/version` and `/openapi/v2` are left
-/// to the caller's router.
+/// to the caller's router. Mount it with `Router::merge` (not `nest`): handlers read the full
+/// request path. Authentication and authorization belong in front of it (see
+/// [`RequestInfo`] for the attributes a SubjectAccessReview needs).
 pub fn router(state: ApiState) -> Router {
     let discovery = Discovery::new(&state.version);
     let shared = Arc::new(Shared { state, discovery });
