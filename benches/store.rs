@@ -33,6 +33,7 @@ fn page(node: usize, pods: usize, containers: usize) -> Page<'static> {
                     cpu_ns: 1_000 * S as u64,
                     memory_bytes: 123_456_789,
                     start_time_ns: T0 - 3600 * S,
+                    ..Point::default()
                 },
             });
         }
@@ -46,6 +47,7 @@ fn page(node: usize, pods: usize, containers: usize) -> Page<'static> {
             cpu_ns: 100_000 * S as u64,
             memory_bytes: 8 << 30,
             start_time_ns: 0,
+            ..Point::default()
         }),
         samples: pods * containers * 3 + 2,
         containers: out,

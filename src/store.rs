@@ -13,7 +13,8 @@
 //!   loses its `prev` and needs another scrape.
 //! - A fresh container (started between 10 s and one resolution before its sample) gets
 //!   `prev = (start time, cpu 0)`, so new pods are served after one scrape.
-//! - A decreasing CPU counter yields no rate for that node or container (logged as an error).
+//! - A decreasing CPU counter or start time yields no rate for that node or container (logged
+//!   as an error).
 //! - A pod is served only when all its containers have a previous point; its timestamp is the
 //!   earliest container timestamp, with that container's window.
 //!
@@ -300,13 +301,18 @@ fn adjust(counter: &AtomicUsize, old: usize, new: usize) {
 /// Why two points give no rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 enum RateError {
+    #[error("unexpected decrease in startTime of node/container")]
+    StartTimeDecreased,
     #[error("unexpected decrease in cumulative CPU usage value")]
     CounterDecreased,
 }
 
 /// metrics-server's `resourceUsage`: the CPU rate between `prev` and `last` in nanocores, and
-/// the window. The arithmetic is Go's: `float64(Δcpu) / window.Seconds()`, truncated.
+/// the window. A start time or a counter that went backwards gives no rate. The arithmetic is Go's: `float64(Δcpu) / window.Seconds()`, truncated.
 fn rate(last: &Point, prev: &Point) -> Result<(u64, Duration), RateError> {
+    if last.start_time_ns < prev.start_time_ns {
+        return Err(RateError::StartTimeDecreased);
+    }
     if last.cpu_ns < prev.cpu_ns {
         return Err(RateError::CounterDecreased);
     }
@@ -791,6 +797,7 @@ mod tests {
             cpu_ns: cpu,
             memory_bytes: mem,
             start_time_ns: start,
+            ..Point::default()
         }
     }
 
@@ -879,6 +886,11 @@ mod tests {
         assert_eq!(
             rate(&point(2, 1, 0, 0), &point(1, 2, 0, 0)),
             Err(RateError::CounterDecreased)
+        );
+        // An older start time on the later point (a stale sample from a previous instance).
+        assert_eq!(
+            rate(&point(20 * S, 2, 0, 5 * S), &point(10 * S, 1, 0, 6 * S)),
+            Err(RateError::StartTimeDecreased)
         );
     }
 

@@ -64,6 +64,7 @@ pub fn scrape_twice(
                     cpu_ns: if second { cpu0 + dcpu } else { cpu0 },
                     memory_bytes: mem,
                     start_time_ns: STARTED,
+                    ..Point::default()
                 },
             })
             .collect();
@@ -80,6 +81,7 @@ pub fn scrape_twice(
                 },
                 memory_bytes: node_mem,
                 start_time_ns: 0,
+                ..Point::default()
             }),
             samples: containers.len() * 4 + 2,
             containers,
@@ -192,6 +194,7 @@ pub fn small_cluster() -> ApiState {
                     cpu_ns: 1,
                     memory_bytes: 1024,
                     start_time_ns: T1 + S,
+                    ..Point::default()
                 },
             },
             ContainerPoint {
@@ -203,6 +206,7 @@ pub fn small_cluster() -> ApiState {
                     cpu_ns: 10 * S as u64 + 22_500_000_000,
                     memory_bytes: 1 << 30,
                     start_time_ns: STARTED,
+                    ..Point::default()
                 },
             },
         ],
@@ -215,6 +219,7 @@ pub fn small_cluster() -> ApiState {
         cpu_ns: 100 * S as u64 + 3_750_000_000,
         memory_bytes: 52_428_800,
         start_time_ns: 0,
+        ..Point::default()
     });
     store.ingest("node-2", &restarted);
     ApiState::new(cluster, store)
