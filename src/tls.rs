@@ -371,20 +371,17 @@ impl std::error::Error for KubeletCertError {}
 impl KubeletCertError {
     /// Finds an explained certificate error anywhere in an error's source chain.
     pub fn find_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Self> {
-        let mut cur = Some(err);
-        while let Some(e) = cur {
+        error_chain(err).find_map(|e| {
             if let Some(found) = e.downcast_ref::<Self>() {
                 return Some(found);
             }
-            if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
-                e.downcast_ref::<rustls::Error>()
-                && let Some(found) = other.0.downcast_ref::<Self>()
-            {
-                return Some(found);
+            match e.downcast_ref::<rustls::Error>() {
+                Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+                    other.0.downcast_ref::<Self>()
+                }
+                _ => None,
             }
-            cur = e.source();
-        }
-        None
+        })
     }
 
     /// Explains rustls's verdict on `end_entity`, reading the certificate for the details.
@@ -436,6 +433,21 @@ impl KubeletCertError {
             other => Self::Other(format!("{other:?}")),
         }
     }
+}
+
+/// An error and everything beneath it. Unlike following `source()` alone, this also steps
+/// into the error an `io::Error` wraps (its `source()` skips that error and goes to the one
+/// below), which is where TLS and connector errors hide.
+pub fn error_chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => match io.get_ref() {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => std::error::Error::source(io),
+        },
+        None => e.source(),
+    })
 }
 
 fn server_name_string(name: &ServerName<'_>) -> String {

@@ -1,0 +1,419 @@
+//! The kubelet HTTPS client: one keep-alive connection pool for every node, the credentials
+//! kubelets expect, and a bounded read of each response into one buffer.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
+use http::{HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use secrecy::ExposeSecret as _;
+
+use super::{NodeScrapeError, ScrapeError};
+use crate::options::KubeletOptions;
+use crate::tls::{self, ClientIdentity, KubeletCertError, KubeletTrust};
+
+/// What we ask kubelets for: the text format our parser reads, gzip-compressed if they will
+/// (as Go clients such as metrics-server ask; it cuts the bytes on the wire about tenfold).
+const ACCEPT_TEXT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
+
+/// How much of an error response's body goes into the error message.
+const ERROR_BODY_EXCERPT: usize = 256;
+
+/// Where the bearer token for kubelets comes from.
+#[derive(Debug)]
+pub enum TokenSource {
+    None,
+    /// A token written in the kubeconfig.
+    Static(HeaderValue),
+    /// A token file (kubeconfig `tokenFile` or the in-cluster service account), re-read when
+    /// its modification time changes so that projected-token rotation is picked up.
+    File {
+        path: PathBuf,
+        cached: Mutex<Option<(SystemTime, HeaderValue)>>,
+    },
+}
+
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+impl TokenSource {
+    /// A file source, read once now so that a missing or unreadable file fails the start.
+    pub fn file(path: PathBuf) -> Result<Self, ScrapeError> {
+        let source = Self::File {
+            path,
+            cached: Mutex::new(None),
+        };
+        source.read_file_now()?;
+        Ok(source)
+    }
+
+    fn read_file_now(&self) -> Result<Option<HeaderValue>, ScrapeError> {
+        let Self::File { path, cached } = self else {
+            return Ok(None);
+        };
+        let err = |source| ScrapeError::TokenFile {
+            path: path.clone(),
+            source,
+        };
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(err)?;
+        let mut guard = cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, value)) = &*guard
+            && *seen == mtime
+        {
+            return Ok(Some(value.clone()));
+        }
+        let text = std::fs::read_to_string(path).map_err(err)?;
+        let value = bearer(&text).ok_or_else(|| ScrapeError::TokenInvalid {
+            origin: path.display().to_string(),
+        })?;
+        if guard.is_some() {
+            tracing::info!(path = %path.display(), "bearer token file changed; using the new token");
+        }
+        *guard = Some((mtime, value.clone()));
+        Ok(Some(value))
+    }
+
+    /// The token to send now. For a file this checks its modification time (call it once per
+    /// tick, not per request); if the file became unreadable the previous token is kept.
+    pub fn current(&self) -> Option<HeaderValue> {
+        match self {
+            Self::None => None,
+            Self::Static(v) => Some(v.clone()),
+            Self::File { path, cached } => match self.read_file_now() {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot re-read the bearer token file; keeping the previous token");
+                    cached
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_ref()
+                        .map(|(_, v)| v.clone())
+                }
+            },
+        }
+    }
+}
+
+/// Credentials and trust for talking to kubelets.
+#[derive(Debug)]
+pub struct KubeletAuth {
+    pub trust: KubeletTrust,
+    pub identity: Option<ClientIdentity>,
+    pub token: TokenSource,
+}
+
+fn base64_data(what: &'static str, data: &str) -> Result<Vec<u8>, ScrapeError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|source| ScrapeError::Base64 { what, source })
+}
+
+impl KubeletAuth {
+    /// Derives kubelet credentials as metrics-server does: the API client's own credentials
+    /// and CA, with `--kubelet-certificate-authority`, `--kubelet-client-certificate/-key` and
+    /// `--kubelet-insecure-tls` taking precedence.
+    pub fn from_kube_config(
+        kube: &kube::Config,
+        opts: &KubeletOptions,
+    ) -> Result<Self, ScrapeError> {
+        let trust = if opts.insecure_tls {
+            tracing::warn!(
+                "--kubelet-insecure-tls: kubelet serving certificates are NOT verified; anyone \
+                 who can intercept node traffic can feed false metrics"
+            );
+            KubeletTrust::Insecure
+        } else if let Some(path) = &opts.certificate_authority {
+            let pem = tls::read_file("kubelet CA file", path)?;
+            let origin = format!("--kubelet-certificate-authority {}", path.display());
+            KubeletTrust::Roots {
+                roots: tls::parse_certificates("kubelet CA", &origin, &pem)?,
+                origin,
+            }
+        } else if kube.accept_invalid_certs {
+            tracing::warn!(
+                "the kubeconfig sets insecure-skip-tls-verify, so kubelet serving certificates \
+                 are NOT verified either (as metrics-server does); set \
+                 --kubelet-certificate-authority to verify them"
+            );
+            KubeletTrust::Insecure
+        } else if let Some(roots) = kube.root_cert.as_ref().filter(|r| !r.is_empty()) {
+            KubeletTrust::Roots {
+                roots: roots.iter().map(|der| der.clone().into()).collect(),
+                origin: "the cluster CA from the kubeconfig".into(),
+            }
+        } else {
+            return Err(ScrapeError::NoKubeletCa);
+        };
+
+        let identity = match (&opts.client_certificate, &opts.client_key) {
+            (Some(cert), Some(key)) => {
+                let (chain, key) = tls::load_cert_and_key(cert, key)?;
+                Some(ClientIdentity {
+                    chain,
+                    key,
+                    origin: format!("--kubelet-client-certificate {}", cert.display()),
+                })
+            }
+            (None, None) => kubeconfig_identity(&kube.auth_info)?,
+            _ => return Err(ScrapeError::HalfClientCertificate),
+        };
+
+        let auth = &kube.auth_info;
+        let token = if let Some(token) = &auth.token {
+            TokenSource::Static(bearer(token.expose_secret()).ok_or_else(|| {
+                ScrapeError::TokenInvalid {
+                    origin: "the kubeconfig's token".into(),
+                }
+            })?)
+        } else if let Some(path) = &auth.token_file {
+            TokenSource::file(PathBuf::from(path))?
+        } else {
+            if auth.exec.is_some() || auth.auth_provider.is_some() {
+                tracing::warn!(
+                    "the kubeconfig user gets its token from an exec plugin or auth provider, \
+                     which kubelet scraping does not run; kubelets will see no bearer token \
+                     (use a token, a token file or --kubelet-client-certificate)"
+                );
+            }
+            TokenSource::None
+        };
+        Ok(Self {
+            trust,
+            identity,
+            token,
+        })
+    }
+}
+
+/// The kubeconfig user's client certificate, if it has one.
+fn kubeconfig_identity(
+    auth: &kube::config::AuthInfo,
+) -> Result<Option<ClientIdentity>, ScrapeError> {
+    let cert = match (&auth.client_certificate_data, &auth.client_certificate) {
+        (Some(data), _) => Some((
+            base64_data("client-certificate-data", data)?,
+            "the kubeconfig's client-certificate-data".to_owned(),
+        )),
+        (None, Some(path)) => Some((
+            tls::read_file("client certificate", Path::new(path))?,
+            path.clone(),
+        )),
+        (None, None) => None,
+    };
+    let key = match (&auth.client_key_data, &auth.client_key) {
+        (Some(data), _) => Some((
+            base64_data("client-key-data", data.expose_secret())?,
+            "the kubeconfig's client-key-data".to_owned(),
+        )),
+        (None, Some(path)) => Some((tls::read_file("client key", Path::new(path))?, path.clone())),
+        (None, None) => None,
+    };
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some((cert, origin)), Some((key, key_origin))) => Ok(Some(ClientIdentity {
+            chain: tls::parse_certificates("client certificate", &origin, &cert)?,
+            key: tls::parse_private_key("client key", &key_origin, &key)?,
+            origin,
+        })),
+        _ => Err(ScrapeError::HalfClientCertificate),
+    }
+}
+
+/// A successful response body.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    /// The decoded (decompressed) page.
+    pub body: Vec<u8>,
+    /// Bytes as received.
+    pub received: usize,
+}
+
+/// Issues kubelet requests over one shared keep-alive pool.
+#[derive(Clone)]
+pub struct KubeletClient {
+    http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for KubeletClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeletClient")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeletClient {
+    /// Builds the client. `tls` is built once here and shared by every connection;
+    /// `idle_timeout` should outlast the resolution so connections survive between ticks.
+    pub fn new(
+        tls: rustls::ClientConfig,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        // Notice dead peers (a node that vanished without closing) on idle pooled connections.
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(idle_timeout)
+            // One node is scraped by one request at a time.
+            .pool_max_idle_per_host(1)
+            .build(https);
+        Self {
+            http: client,
+            max_body_bytes,
+        }
+    }
+
+    /// GETs `url` and reads the whole body, decompressed, into one buffer. The caller bounds
+    /// the time; this bounds the size.
+    pub(crate) async fn fetch(
+        &self,
+        url: &Uri,
+        token: Option<&HeaderValue>,
+    ) -> Result<Fetched, NodeScrapeError> {
+        let mut req = Request::get(url.clone())
+            .header(ACCEPT, HeaderValue::from_static(ACCEPT_TEXT))
+            .header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        if let Some(t) = token {
+            req = req.header(AUTHORIZATION, t.clone());
+        }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| NodeScrapeError::InvalidUrl {
+                url: url.to_string(),
+                problem: e.to_string(),
+            })?;
+        let resp = self.http.request(req).await.map_err(|e| classify(url, e))?;
+        let status = resp.status();
+        let gzip = resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let declared = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut body = resp.into_body();
+
+        if status != StatusCode::OK {
+            // Keep a little of the body: kubelets explain 401/403/500 there.
+            let mut excerpt = Vec::new();
+            while excerpt.len() < ERROR_BODY_EXCERPT {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            excerpt.extend_from_slice(&data);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            excerpt.truncate(ERROR_BODY_EXCERPT);
+            return Err(NodeScrapeError::Status {
+                url: url.to_string(),
+                status,
+                body: String::from_utf8_lossy(&excerpt).trim().to_owned(),
+            });
+        }
+
+        let limit = self.max_body_bytes;
+        let too_large = || NodeScrapeError::BodyTooLarge {
+            url: url.to_string(),
+            limit,
+        };
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(limit));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| NodeScrapeError::Transfer {
+                url: url.to_string(),
+                source: Box::new(e),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        let received = buf.len();
+        if !gzip {
+            return Ok(Fetched {
+                body: buf,
+                received,
+            });
+        }
+        // Inflate with the same limit, so a small compressed body cannot expand without bound.
+        let mut inflated = Vec::with_capacity((received * 8).min(limit));
+        let mut decoder = flate2::read::GzDecoder::new(buf.as_slice()).take(limit as u64 + 1);
+        decoder
+            .read_to_end(&mut inflated)
+            .map_err(|e| NodeScrapeError::Transfer {
+                url: url.to_string(),
+                source: Box::new(e),
+            })?;
+        if inflated.len() > limit {
+            return Err(too_large());
+        }
+        Ok(Fetched {
+            body: inflated,
+            received,
+        })
+    }
+}
+
+/// Sorts a client error into connect, TLS (with the certificate explained) or transfer.
+fn classify(url: &Uri, err: hyper_util::client::legacy::Error) -> NodeScrapeError {
+    let url_s = url.to_string();
+    if let Some(cert) = KubeletCertError::find_in(&err) {
+        return NodeScrapeError::Certificate {
+            url: url_s,
+            problem: cert.clone(),
+        };
+    }
+    if let Some(tls_err) = tls::error_chain(&err).find_map(|e| e.downcast_ref::<rustls::Error>()) {
+        return NodeScrapeError::Tls {
+            url: url_s,
+            detail: tls_err.to_string(),
+        };
+    }
+    if err.is_connect() {
+        NodeScrapeError::Connect {
+            url: url_s,
+            source: Box::new(err),
+        }
+    } else {
+        NodeScrapeError::Transfer {
+            url: url_s,
+            source: Box::new(err),
+        }
+    }
+}
