@@ -45,6 +45,10 @@ pub fn tick_buckets(resolution: Duration) -> Vec<f64> {
     buckets
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A cumulative histogram of durations, safe to observe from many threads at once.
 #[derive(Debug)]
 pub struct Histogram {
@@ -81,8 +85,7 @@ impl Histogram {
         if let Some(c) = self.counts.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos(d), Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {
@@ -190,6 +193,15 @@ impl NodeScrapeStats {
             consecutive_failures: AtomicU32::new(0),
             last_error: Mutex::new(None),
         }
+    }
+
+    fn request_done(&self, took: Duration, finished_ns: i64, observe: bool) {
+        if observe {
+            self.duration.observe(took);
+        }
+        self.last_duration_nanos
+            .store(nanos(took), Ordering::Relaxed);
+        self.last_request_ns.store(finished_ns, Ordering::Relaxed);
     }
 
     /// When the last scrape finished, in nanoseconds since the epoch; 0 before the first
@@ -359,16 +371,9 @@ impl ScrapeStats {
             .fetch_add(body.decoded as u64, Ordering::Relaxed);
         self.samples
             .fetch_add(body.samples as u64, Ordering::Relaxed);
-        self.decode_nanos.fetch_add(
-            u64::try_from(body.decode_time.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        node.duration.observe(took);
-        node.last_duration_nanos.store(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        node.last_request_ns.store(finished_ns, Ordering::Relaxed);
+        self.decode_nanos
+            .fetch_add(nanos(body.decode_time), Ordering::Relaxed);
+        node.request_done(took, finished_ns, true);
         node.last_success_ns.store(started_ns, Ordering::Relaxed);
         node.consecutive_failures.store(0, Ordering::Relaxed);
     }
@@ -386,14 +391,7 @@ impl ScrapeStats {
         self.requests_failed.fetch_add(1, Ordering::Relaxed);
         self.failures[reason.index()].fetch_add(1, Ordering::Relaxed);
         // A scrape that never reached the kubelet has no request duration to report.
-        if reason != FailureReason::NoAddress {
-            node.duration.observe(took);
-        }
-        node.last_duration_nanos.store(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        node.last_request_ns.store(finished_ns, Ordering::Relaxed);
+        node.request_done(took, finished_ns, reason != FailureReason::NoAddress);
         *node.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastError {
             reason,
             message: message.into_boxed_str(),
@@ -410,10 +408,8 @@ impl ScrapeStats {
 
     pub(crate) fn tick_finished(&self, took: Duration, ok: u64, nodes: u64) {
         self.ticks.observe(took);
-        self.tick_last_duration_nanos.store(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.tick_last_duration_nanos
+            .store(nanos(took), Ordering::Relaxed);
         self.tick_last_ok.store(ok, Ordering::Relaxed);
         self.tick_last_nodes.store(nodes, Ordering::Relaxed);
     }
