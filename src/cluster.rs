@@ -11,6 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use crate::selector::Labels;
 
+pub mod watch;
+
 const SHARDS: usize = 64;
 
 /// Labels as a compact sorted list; most objects have a handful.
@@ -204,16 +206,27 @@ impl ClusterState {
         self.nodes.iter().map(|s| read(s).len()).sum()
     }
 
-    /// Replaces the whole node set (a watcher's re-list), keeping `Arc`s of unchanged nodes.
-    pub fn replace_nodes(&self, nodes: impl IntoIterator<Item = NodeInfo>) {
+    /// Replaces the whole node set (a watcher's re-list), keeping the `Arc`s of unchanged
+    /// nodes. Returns the names of the nodes that are gone.
+    pub fn replace_nodes(&self, nodes: impl IntoIterator<Item = NodeInfo>) -> Vec<Arc<str>> {
         let mut fresh: Vec<HashMap<Arc<str>, Arc<NodeInfo>>> = vec![HashMap::new(); SHARDS];
         for n in nodes {
             let shard = self.shard(&*n.name);
             fresh[shard].insert(Arc::clone(&n.name), Arc::new(n));
         }
-        for (lock, new) in self.nodes.iter().zip(fresh) {
-            *write(lock) = new;
+        let mut removed = Vec::new();
+        for (lock, mut new) in self.nodes.iter().zip(fresh) {
+            let mut guard = write(lock);
+            for (name, old) in guard.drain() {
+                match new.get_mut(&name) {
+                    Some(n) if **n == *old => *n = old,
+                    Some(_) => {}
+                    None => removed.push(name),
+                }
+            }
+            *guard = new;
         }
+        removed
     }
 
     /// Adds or replaces a pod.
@@ -239,8 +252,12 @@ impl ClusterState {
         removed
     }
 
-    /// Replaces the whole pod set (a watcher's re-list).
-    pub fn replace_pods(&self, pods: impl IntoIterator<Item = PodInfo>) {
+    /// Replaces the whole pod set (a watcher's re-list). Returns the (namespace, name) of the
+    /// pods that are gone.
+    pub fn replace_pods(
+        &self,
+        pods: impl IntoIterator<Item = PodInfo>,
+    ) -> Vec<(Arc<str>, Box<str>)> {
         let mut fresh: Vec<HashMap<Arc<str>, NamespacePods>> = vec![HashMap::new(); SHARDS];
         for p in pods {
             let shard = self.shard(&*p.namespace);
@@ -249,9 +266,20 @@ impl ClusterState {
                 .or_default()
                 .insert(p.name.clone(), Arc::new(p));
         }
+        let mut removed = Vec::new();
         for (lock, new) in self.pods.iter().zip(fresh) {
-            *write(lock) = new;
+            let mut guard = write(lock);
+            let old = std::mem::replace(&mut *guard, new);
+            for (ns, pods) in old {
+                let still = guard.get(&ns);
+                removed.extend(
+                    pods.into_keys()
+                        .filter(|name| still.is_none_or(|p| !p.contains_key(name)))
+                        .map(|name| (Arc::clone(&ns), name)),
+                );
+            }
         }
+        removed
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodInfo>> {
