@@ -92,9 +92,11 @@ pub enum NodeScrapeError {
     NoAddress { wanted: String, has: String },
     #[error("cannot build a kubelet URL {url:?}: {problem}")]
     InvalidUrl { url: String, problem: String },
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {detail}")]
     Connect {
         url: String,
+        /// The causes beneath the client's generic error, with a hint where one helps.
+        detail: String,
         #[source]
         source: BoxError,
     },
@@ -121,9 +123,10 @@ pub enum NodeScrapeError {
     },
     #[error("the response from {url} is larger than the {limit}-byte limit; stopped reading")]
     BodyTooLarge { url: String, limit: usize },
-    #[error("the connection to {url} failed during the exchange: {source}")]
+    #[error("the connection to {url} failed during the exchange: {detail}")]
     Transfer {
         url: String,
+        detail: String,
         #[source]
         source: BoxError,
     },

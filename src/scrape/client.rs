@@ -353,10 +353,7 @@ impl KubeletClient {
         }
         let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(limit));
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| NodeScrapeError::Transfer {
-                url: url.to_string(),
-                source: Box::new(e),
-            })?;
+            let frame = frame.map_err(|e| transfer(url, Box::new(e)))?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > limit {
                     return Err(too_large());
@@ -376,10 +373,7 @@ impl KubeletClient {
         let mut decoder = flate2::read::GzDecoder::new(buf.as_slice()).take(limit as u64 + 1);
         decoder
             .read_to_end(&mut inflated)
-            .map_err(|e| NodeScrapeError::Transfer {
-                url: url.to_string(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| transfer(url, Box::new(e)))?;
         if inflated.len() > limit {
             return Err(too_large());
         }
@@ -406,14 +400,46 @@ fn classify(url: &Uri, err: hyper_util::client::legacy::Error) -> NodeScrapeErro
         };
     }
     if err.is_connect() {
+        let refused = tls::error_chain(&err)
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+        let mut detail = causes(&err);
+        if refused {
+            detail.push_str(
+                " (is the kubelet listening there? check --kubelet-port, \
+                 --kubelet-use-node-status-port and --kubelet-preferred-address-types)",
+            );
+        }
         NodeScrapeError::Connect {
             url: url_s,
+            detail,
             source: Box::new(err),
         }
     } else {
-        NodeScrapeError::Transfer {
-            url: url_s,
-            source: Box::new(err),
-        }
+        transfer(url, Box::new(err))
     }
+}
+
+fn transfer(url: &Uri, source: Box<dyn std::error::Error + Send + Sync>) -> NodeScrapeError {
+    NodeScrapeError::Transfer {
+        url: url.to_string(),
+        detail: causes(&*source),
+        source,
+    }
+}
+
+/// The messages of an error's causes, joined, without the HTTP client's own generic wrapper
+/// ("client error (Connect)"), which says nothing the variant does not.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let generic = err.is::<hyper_util::client::legacy::Error>();
+    let mut parts: Vec<String> = tls::error_chain(err)
+        .skip(usize::from(generic))
+        .map(|e| e.to_string())
+        .collect();
+    // Wrappers often repeat their cause in their own message; keep the most specific text.
+    parts.dedup_by(|later, earlier| earlier.contains(later.as_str()));
+    if parts.is_empty() {
+        return err.to_string();
+    }
+    parts.join(": ")
 }
