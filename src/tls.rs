@@ -1160,4 +1160,154 @@ mod tests {
         let (_, versions) = serving_provider(TlsVersion::Tls13, &[]).unwrap();
         assert_eq!(versions.len(), 1);
     }
+
+    fn serving_options(dir: &Path) -> ServingOptions {
+        ServingOptions {
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            secure_port: 0,
+            cert_dir: dir.join("certs"),
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            tls_min_version: TlsVersion::Tls12,
+            tls_cipher_suites: Vec::new(),
+            tls_sni_cert_keys: Vec::new(),
+            disable_http2_serving: false,
+        }
+    }
+
+    /// Writes a leaf for `names` from `issuer` as PEM files; returns their paths.
+    fn write_pair(
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    ) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let (c, k) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k, cert.der().clone())
+    }
+
+    /// Runs a TLS handshake in memory and returns the certificate the server presented.
+    fn served_cert(
+        server: Arc<ServerConfig>,
+        sni: &str,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Result<CertificateDer<'static>, rustls::Error> {
+        let verifier = kubelet_verifier(&KubeletTrust::Insecure, &provider()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut server = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets()?;
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+        }
+        Ok(client.peer_certificates().unwrap()[0].clone())
+    }
+
+    const ALL_VERSIONS: &[&SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    #[test]
+    fn sni_certificates_are_chosen_by_name_and_the_default_serves_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, issuer) = ca();
+        let (wc, wk, wildcard) = write_pair(dir.path(), "wild", &["*.example.com"], &issuer);
+        let (ec, ek, explicit) = write_pair(dir.path(), "explicit", &["ignored.test"], &issuer);
+        let mut opts = serving_options(dir.path());
+        opts.tls_sni_cert_keys = vec![
+            SniCertKey {
+                cert_file: wc,
+                key_file: wk,
+                names: Vec::new(),
+            },
+            SniCertKey {
+                cert_file: ec,
+                key_file: ek,
+                names: vec!["API.internal".into()],
+            },
+        ];
+        let config = serving_config(&opts).unwrap();
+        let (default_chain, _) = self_signed_in(&opts.cert_dir).unwrap();
+        let serve = |sni| served_cert(Arc::clone(&config), sni, ALL_VERSIONS).unwrap();
+        assert_eq!(serve("foo.example.com"), wildcard);
+        assert_eq!(serve("api.internal"), explicit);
+        assert_eq!(
+            serve("ignored.test"),
+            default_chain[0],
+            "explicit names replace the SANs"
+        );
+        assert_eq!(
+            serve("a.b.example.com"),
+            default_chain[0],
+            "a wildcard covers one label"
+        );
+        assert_eq!(serve("localhost"), default_chain[0]);
+        assert_eq!(config.alpn_protocols, crate::https::alpn(true));
+    }
+
+    #[test]
+    fn rotated_serving_files_are_served_after_a_reload_and_bad_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, issuer) = ca();
+        let (c, k, first) = write_pair(dir.path(), "serving", &["localhost"], &issuer);
+        let mut opts = serving_options(dir.path());
+        opts.tls_cert_file = Some(c.clone());
+        opts.tls_private_key_file = Some(k.clone());
+        let source = ReloadingServerConfig::new(opts).unwrap();
+        let serve = || served_cert(source.current(), "localhost", ALL_VERSIONS).unwrap();
+        assert_eq!(serve(), first);
+        assert!(!source.reload_if_changed(), "nothing changed yet");
+
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let (_, _, second) = write_pair(dir.path(), "serving", &["localhost"], &issuer);
+        for p in [&c, &k] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        }
+        assert!(source.reload_if_changed());
+        assert_eq!(serve(), second);
+
+        // A half-written rotation keeps the previous certificate in service.
+        std::fs::write(&c, b"-----BEGIN CERTIFICATE-----\ntruncated").unwrap();
+        assert!(!source.reload_if_changed());
+        assert_eq!(serve(), second);
+    }
+
+    #[test]
+    fn min_version_tls13_refuses_a_tls12_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = serving_options(dir.path());
+        opts.tls_min_version = TlsVersion::Tls13;
+        let config = serving_config(&opts).unwrap();
+        assert!(served_cert(Arc::clone(&config), "localhost", &[&rustls::version::TLS12]).is_err());
+        assert!(served_cert(config, "localhost", ALL_VERSIONS).is_ok());
+    }
 }
