@@ -393,7 +393,9 @@ impl Scraper {
     pub async fn tick(&self) -> TickSummary {
         let shared = &self.shared;
         let start = Instant::now();
-        shared.stats.tick_started(unix_nanos(SystemTime::now()));
+        shared
+            .stats
+            .tick_started(unix_nanos(SystemTime::now()), start);
         let deadline = start + shared.config.resolution;
         let token = shared.token.current();
 
@@ -471,7 +473,7 @@ impl Shared {
         let started_wall = SystemTime::now();
         let started_ns = unix_nanos(started_wall);
         let result = self
-            .fetch_and_store(node, token, deadline, started_ns)
+            .fetch_and_store(node, token, deadline, started_ns, stats.last_body_size())
             .await;
         let took = started.elapsed();
         let finished_ns = unix_nanos(SystemTime::now());
@@ -516,6 +518,7 @@ impl Shared {
         token: Option<&http::HeaderValue>,
         deadline: Instant,
         started_ns: i64,
+        size_hint: (usize, usize),
     ) -> Result<stats::BodyStats, (NodeScrapeError, Option<String>)> {
         let (url, address) = kubelet_url(node, &self.config).map_err(|e| (e, None))?;
         let fail = |e| (e, Some(address.clone()));
@@ -531,15 +534,16 @@ impl Shared {
                     .saturating_sub(self.slots.available_permits()),
             }));
         }
-        let fetched = match tokio::time::timeout(timeout, self.client.fetch(&url, token)).await {
-            Ok(result) => result.map_err(fail)?,
-            Err(_) => {
-                return Err(fail(NodeScrapeError::Timeout {
-                    url: url.to_string(),
-                    timeout,
-                }));
-            }
-        };
+        let fetched =
+            match tokio::time::timeout(timeout, self.client.fetch(&url, token, size_hint)).await {
+                Ok(result) => result.map_err(fail)?,
+                Err(_) => {
+                    return Err(fail(NodeScrapeError::Timeout {
+                        url: url.to_string(),
+                        timeout,
+                    }));
+                }
+            };
         let decode_start = Instant::now();
         let page = crate::decode::decode(&fetched.body, started_ns).map_err(|source| {
             fail(NodeScrapeError::Decode {

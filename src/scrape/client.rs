@@ -292,10 +292,12 @@ impl KubeletClient {
 
     /// GETs `url` and reads the whole body, decompressed, into one buffer. The caller bounds
     /// the time; this bounds the size.
+    /// `size_hint` is the previous body's (received, decoded) size, to size the buffers.
     pub(crate) async fn fetch(
         &self,
         url: &Uri,
         token: Option<&HeaderValue>,
+        size_hint: (usize, usize),
     ) -> Result<Fetched, NodeScrapeError> {
         let mut req = Request::get(url.clone())
             .header(ACCEPT, HeaderValue::from_static(ACCEPT_TEXT))
@@ -351,7 +353,16 @@ impl KubeletClient {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(limit));
+        // A little headroom over the last size absorbs a pod or two more without regrowing.
+        let guess = |last: usize| {
+            if last == 0 {
+                64 * 1024
+            } else {
+                last + last / 8
+            }
+        };
+        let mut buf: Vec<u8> =
+            Vec::with_capacity(declared.unwrap_or(guess(size_hint.0)).min(limit));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| transfer(url, Box::new(e)))?;
             if let Ok(data) = frame.into_data() {
@@ -369,7 +380,12 @@ impl KubeletClient {
             });
         }
         // Inflate with the same limit, so a small compressed body cannot expand without bound.
-        let mut inflated = Vec::with_capacity((received * 8).min(limit));
+        let expected = if size_hint.1 == 0 {
+            received * 8
+        } else {
+            guess(size_hint.1)
+        };
+        let mut inflated = Vec::with_capacity(expected.min(limit));
         let mut decoder = flate2::read::GzDecoder::new(buf.as_slice()).take(limit as u64 + 1);
         decoder
             .read_to_end(&mut inflated)

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Prometheus's default histogram buckets, which metrics-server uses for
 /// `metrics_server_kubelet_request_duration_seconds`.
@@ -181,6 +181,10 @@ pub struct NodeScrapeStats {
     last_duration_nanos: AtomicU64,
     consecutive_failures: AtomicU32,
     last_error: Mutex<Option<LastError>>,
+    /// The last successful body's size as received and as decoded: the next scrape's buffers
+    /// are sized from them, so a page is read without regrowing.
+    last_received: AtomicU64,
+    last_decoded: AtomicU64,
 }
 
 impl NodeScrapeStats {
@@ -192,6 +196,8 @@ impl NodeScrapeStats {
             last_duration_nanos: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             last_error: Mutex::new(None),
+            last_received: AtomicU64::new(0),
+            last_decoded: AtomicU64::new(0),
         }
     }
 
@@ -217,6 +223,12 @@ impl NodeScrapeStats {
 
     pub fn last_duration(&self) -> Duration {
         Duration::from_nanos(self.last_duration_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The last successful body's size as received and as decoded, in bytes (0 before one).
+    pub fn last_body_size(&self) -> (usize, usize) {
+        let get = |a: &AtomicU64| usize::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
+        (get(&self.last_received), get(&self.last_decoded))
     }
 
     /// Failures since the last success.
@@ -260,6 +272,9 @@ pub struct ScrapeStats {
     /// Duration of each whole tick (`metrics_server_manager_tick_duration_seconds`).
     pub ticks: Histogram,
     tick_last_start_ns: AtomicI64,
+    /// The same moment on the monotonic clock: nanoseconds after `origin`, plus one (0 = none).
+    tick_last_start_mono: AtomicU64,
+    origin: Instant,
     tick_last_duration_nanos: AtomicU64,
     /// Nodes the last completed tick scraped successfully, and attempted.
     tick_last_ok: AtomicU64,
@@ -295,6 +310,8 @@ impl ScrapeStats {
             decode_nanos: AtomicU64::new(0),
             ticks: Histogram::new(Arc::from(tick_buckets(resolution))),
             tick_last_start_ns: AtomicI64::new(0),
+            tick_last_start_mono: AtomicU64::new(0),
+            origin: Instant::now(),
             tick_last_duration_nanos: AtomicU64::new(0),
             tick_last_ok: AtomicU64::new(0),
             tick_last_nodes: AtomicU64::new(0),
@@ -375,6 +392,10 @@ impl ScrapeStats {
             .fetch_add(nanos(body.decode_time), Ordering::Relaxed);
         node.request_done(took, finished_ns, true);
         node.last_success_ns.store(started_ns, Ordering::Relaxed);
+        node.last_received
+            .store(body.received as u64, Ordering::Relaxed);
+        node.last_decoded
+            .store(body.decoded as u64, Ordering::Relaxed);
         node.consecutive_failures.store(0, Ordering::Relaxed);
     }
 
@@ -402,8 +423,10 @@ impl ScrapeStats {
             .saturating_add(1)
     }
 
-    pub(crate) fn tick_started(&self, at_ns: i64) {
+    pub(crate) fn tick_started(&self, at_ns: i64, at: Instant) {
         self.tick_last_start_ns.store(at_ns, Ordering::Release);
+        let mono = nanos(at.saturating_duration_since(self.origin)).saturating_add(1);
+        self.tick_last_start_mono.store(mono, Ordering::Release);
     }
 
     pub(crate) fn tick_finished(&self, took: Duration, ok: u64, nodes: u64) {
@@ -418,6 +441,15 @@ impl ScrapeStats {
     /// Health's `metric-collection-timely` compares it with the resolution.
     pub fn last_tick_start_ns(&self) -> i64 {
         self.tick_last_start_ns.load(Ordering::Acquire)
+    }
+
+    /// When the latest tick started, on the monotonic clock (immune to wall-clock steps);
+    /// `None` before the first.
+    pub fn last_tick_started_at(&self) -> Option<Instant> {
+        match self.tick_last_start_mono.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.origin + Duration::from_nanos(n - 1)),
+        }
     }
 
     /// How long the latest completed tick took.
