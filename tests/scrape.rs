@@ -853,3 +853,103 @@ fn rig_with(cluster: ClusterState, trust: KubeletTrust, identity: Option<ClientI
         },
     )
 }
+
+/// A kubelet that drops the first `drop_first` connections right after reading the request,
+/// as a kubelet closing an idle keep-alive connection does when our request crosses its
+/// close, and answers the others with a page (closing after each answer).
+async fn start_flaky_kubelet(
+    ip: Ipv4Addr,
+    ca: &Ca,
+    drop_first: u64,
+) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (chain, key) = ca.leaf("flaky", &[ip.to_string()]);
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(ip), 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let pages = Arc::new(AtomicU64::new(0));
+    let (c, p) = (Arc::clone(&connections), Arc::clone(&pages));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(len) => request.extend_from_slice(&buf[..len]),
+                }
+            }
+            if n < drop_first {
+                drop(tls);
+                continue;
+            }
+            let page = render_page("flaky", p.fetch_add(1, Ordering::SeqCst));
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                page.len()
+            );
+            let _ = tls.write_all(head.as_bytes()).await;
+            let _ = tls.write_all(page.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    (addr, connections, pages)
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_answer_is_retried_once() {
+    let ca = Ca::new("cluster-ca");
+    let ip = |i| Ipv4Addr::new(127, 65, 0, i);
+    let (recovers, recovers_conns, recovers_pages) = start_flaky_kubelet(ip(1), &ca, 1).await;
+    let (always, always_conns, _) = start_flaky_kubelet(ip(2), &ca, u64::MAX).await;
+    let cluster = ClusterState::new();
+    cluster.upsert_node(node_info(
+        "flaky",
+        vec![(NodeAddressType::InternalIP, ip(1).to_string())],
+        recovers.port(),
+    ));
+    cluster.upsert_node(node_info(
+        "closer",
+        vec![(NodeAddressType::InternalIP, ip(2).to_string())],
+        always.port(),
+    ));
+    let rig = rig(
+        cluster,
+        KubeletAuth {
+            trust: trusting(&ca),
+            identity: None,
+            token: static_token(),
+        },
+    );
+    rig.scraper.tick().await;
+    rig.scraper.tick().await;
+
+    // The first attempt was dropped and retried; both ticks then got pages.
+    assert_eq!(recovers_pages.load(Ordering::SeqCst), 2);
+    assert_eq!(recovers_conns.load(Ordering::SeqCst), 3);
+    assert_served(&rig.store, "flaky");
+    // A kubelet that always closes costs exactly one retry per tick, then fails.
+    assert_eq!(always_conns.load(Ordering::SeqCst), 4);
+    let (reason, msg) = last_error(&rig.stats, "closer");
+    assert_eq!(reason, FailureReason::Transfer);
+    assert!(msg.contains("failed during the exchange"), "{msg}");
+    assert_eq!(rig.stats.failures(FailureReason::Transfer), 2);
+}

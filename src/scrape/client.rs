@@ -299,19 +299,31 @@ impl KubeletClient {
         token: Option<&HeaderValue>,
         size_hint: (usize, usize),
     ) -> Result<Fetched, NodeScrapeError> {
-        let mut req = Request::get(url.clone())
-            .header(ACCEPT, HeaderValue::from_static(ACCEPT_TEXT))
-            .header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-        if let Some(t) = token {
-            req = req.header(AUTHORIZATION, t.clone());
-        }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| NodeScrapeError::InvalidUrl {
-                url: url.to_string(),
-                problem: e.to_string(),
-            })?;
-        let resp = self.http.request(req).await.map_err(|e| classify(url, e))?;
+        let request = || {
+            let mut req = Request::get(url.clone())
+                .header(ACCEPT, HeaderValue::from_static(ACCEPT_TEXT))
+                .header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            if let Some(t) = token {
+                req = req.header(AUTHORIZATION, t.clone());
+            }
+            req.body(Empty::new())
+                .map_err(|e| NodeScrapeError::InvalidUrl {
+                    url: url.to_string(),
+                    problem: e.to_string(),
+                })
+        };
+        let resp = match self.http.request(request()?).await {
+            Ok(resp) => resp,
+            // A pooled connection the kubelet closed just as we sent on it (its idle timeout
+            // racing our tick). The GET is idempotent and nothing came back, so try once more
+            // on a fresh connection, as Go's transport does.
+            Err(e) if closed_before_response(&e) => self
+                .http
+                .request(request()?)
+                .await
+                .map_err(|e| classify(url, e))?,
+            Err(e) => return Err(classify(url, e)),
+        };
         let status = resp.status();
         let gzip = resp
             .headers()
@@ -398,6 +410,15 @@ impl KubeletClient {
             received,
         })
     }
+}
+
+/// Whether the connection closed before any response arrived (and the request could go
+/// again safely).
+fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
+    !err.is_connect()
+        && tls::error_chain(err)
+            .filter_map(|e| e.downcast_ref::<hyper::Error>())
+            .any(|e| e.is_incomplete_message() || e.is_canceled())
 }
 
 /// Sorts a client error into connect, TLS (with the certificate explained) or transfer.
