@@ -314,9 +314,9 @@ impl KubeletClient {
         };
         let resp = match self.http.request(request()?).await {
             Ok(resp) => resp,
-            // A pooled connection the kubelet closed just as we sent on it (its idle timeout
-            // racing our tick). The GET is idempotent and nothing came back, so try once more
-            // on a fresh connection, as Go's transport does.
+            // Typically a pooled connection the kubelet closed just as we sent on it (its idle
+            // timeout racing our tick). The GET is idempotent and nothing came back, so try
+            // once more on a fresh connection, as Go's transport does for reused connections.
             Err(e) if closed_before_response(&e) => self
                 .http
                 .request(request()?)
@@ -412,13 +412,23 @@ impl KubeletClient {
     }
 }
 
-/// Whether the connection closed before any response arrived (and the request could go
-/// again safely).
+/// Whether the connection closed or reset before any response arrived, so the request can go
+/// again safely. (TLS peers that close without close_notify surface as an unexpected EOF
+/// rather than hyper's incomplete message.)
 fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     !err.is_connect()
-        && tls::error_chain(err)
-            .filter_map(|e| e.downcast_ref::<hyper::Error>())
-            .any(|e| e.is_incomplete_message() || e.is_canceled())
+        && tls::error_chain(err).any(|e| {
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                return h.is_incomplete_message() || h.is_canceled();
+            }
+            e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+                )
+            })
+        })
 }
 
 /// Sorts a client error into connect, TLS (with the certificate explained) or transfer.
