@@ -393,9 +393,7 @@ impl Scraper {
     pub async fn tick(&self) -> TickSummary {
         let shared = &self.shared;
         let start = Instant::now();
-        shared
-            .stats
-            .tick_started(unix_nanos(SystemTime::now()), start);
+        shared.stats.tick_started(unix_nanos(SystemTime::now()));
         let deadline = start + shared.config.resolution;
         let token = shared.token.current();
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 /// Prometheus's default histogram buckets, which metrics-server uses for
 /// `metrics_server_kubelet_request_duration_seconds`.
@@ -272,9 +272,6 @@ pub struct ScrapeStats {
     /// Duration of each whole tick (`metrics_server_manager_tick_duration_seconds`).
     pub ticks: Histogram,
     tick_last_start_ns: AtomicI64,
-    /// The same moment on the monotonic clock: nanoseconds after `origin`, plus one (0 = none).
-    tick_last_start_mono: AtomicU64,
-    origin: Instant,
     tick_last_duration_nanos: AtomicU64,
     /// Nodes the last completed tick scraped successfully, and attempted.
     tick_last_ok: AtomicU64,
@@ -310,8 +307,6 @@ impl ScrapeStats {
             decode_nanos: AtomicU64::new(0),
             ticks: Histogram::new(Arc::from(tick_buckets(resolution))),
             tick_last_start_ns: AtomicI64::new(0),
-            tick_last_start_mono: AtomicU64::new(0),
-            origin: Instant::now(),
             tick_last_duration_nanos: AtomicU64::new(0),
             tick_last_ok: AtomicU64::new(0),
             tick_last_nodes: AtomicU64::new(0),
@@ -423,10 +418,8 @@ impl ScrapeStats {
             .saturating_add(1)
     }
 
-    pub(crate) fn tick_started(&self, at_ns: i64, at: Instant) {
+    pub(crate) fn tick_started(&self, at_ns: i64) {
         self.tick_last_start_ns.store(at_ns, Ordering::Release);
-        let mono = nanos(at.saturating_duration_since(self.origin)).saturating_add(1);
-        self.tick_last_start_mono.store(mono, Ordering::Release);
     }
 
     pub(crate) fn tick_finished(&self, took: Duration, ok: u64, nodes: u64) {
@@ -443,12 +436,12 @@ impl ScrapeStats {
         self.tick_last_start_ns.load(Ordering::Acquire)
     }
 
-    /// When the latest tick started, on the monotonic clock (immune to wall-clock steps);
-    /// `None` before the first.
-    pub fn last_tick_started_at(&self) -> Option<Instant> {
-        match self.tick_last_start_mono.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(self.origin + Duration::from_nanos(n - 1)),
+    /// When the latest tick started; `None` before the first. Health's
+    /// `metric-collection-timely` takes this.
+    pub fn last_tick_start(&self) -> Option<SystemTime> {
+        match u64::try_from(self.last_tick_start_ns()) {
+            Ok(0) | Err(_) => None,
+            Ok(ns) => Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)),
         }
     }
 
