@@ -203,14 +203,16 @@ impl ScrapeConfig {
             port: k.port,
             use_node_status_port: k.use_node_status_port,
             preferred_address_types: Arc::from(k.preferred_address_types.as_slice()),
-            max_concurrent: k.max_concurrent_scrapes.max(1),
+            max_concurrent: k.max_concurrent_scrapes.clamp(1, Semaphore::MAX_PERMITS),
             max_body_bytes: k.max_body_bytes,
         }
     }
 
     /// How long pooled connections may idle: long enough to survive from one tick to the next.
     pub fn pool_idle_timeout(&self) -> Duration {
-        (self.resolution * 2).max(Duration::from_secs(90))
+        self.resolution
+            .saturating_mul(2)
+            .max(Duration::from_secs(90))
     }
 
     /// The window requests are spread over for `nodes` nodes (see the module docs).
@@ -331,7 +333,9 @@ impl Scraper {
         store: Arc<Store>,
         stats: Arc<ScrapeStats>,
     ) -> Self {
-        let slots = Arc::new(Semaphore::new(config.max_concurrent));
+        let slots = Arc::new(Semaphore::new(
+            config.max_concurrent.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         Self {
             shared: Arc::new(Shared {
                 config,
