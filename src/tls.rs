@@ -26,14 +26,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
-    SignatureScheme, SupportedCipherSuite, SupportedProtocolVersion,
+    SignatureScheme,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use x509_parser::extensions::GeneralName;
 
 use crate::https::TlsConfigSource;
-use crate::options::{ServingOptions, SniCertKey, TlsVersion};
+use crate::options::{ServingOptions, SniCertKey};
 
 /// File names of the self-signed pair inside `--cert-dir`, as k8s.io/apiserver names them.
 pub const SELF_SIGNED_CERT_FILE: &str = "apiserver.crt";
@@ -98,8 +98,6 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--tls-cipher-suites: {name:?} {problem}")]
-    CipherSuite { name: String, problem: &'static str },
     #[error("--tls-sni-cert-key {cert}: {problem}")]
     SniName { cert: PathBuf, problem: String },
 }
@@ -668,101 +666,6 @@ fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError>
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// The TLS 1.2 cipher suites as Go (and so `--tls-cipher-suites`) names them, and the rustls
-/// suite for each that rustls implements. Go's other names (CBC, RSA key exchange, 3DES, RC4)
-/// are recognised so that the error can say they are deliberately unsupported.
-fn cipher_suite_by_go_name(name: &str) -> Result<Option<SupportedCipherSuite>, &'static str> {
-    use rustls::crypto::ring::cipher_suite as cs;
-    Ok(Some(match name {
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"
-        | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-        }
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-        }
-        // TLS 1.3 suites are not configurable in Go either; accepted and always enabled.
-        "TLS_AES_128_GCM_SHA256" | "TLS_AES_256_GCM_SHA384" | "TLS_CHACHA20_POLY1305_SHA256" => {
-            return Ok(None);
-        }
-        "TLS_RSA_WITH_RC4_128_SHA"
-        | "TLS_RSA_WITH_3DES_EDE_CBC_SHA"
-        | "TLS_RSA_WITH_AES_128_CBC_SHA"
-        | "TLS_RSA_WITH_AES_256_CBC_SHA"
-        | "TLS_RSA_WITH_AES_128_CBC_SHA256"
-        | "TLS_RSA_WITH_AES_128_GCM_SHA256"
-        | "TLS_RSA_WITH_AES_256_GCM_SHA384"
-        | "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA"
-        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"
-        | "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"
-        | "TLS_ECDHE_RSA_WITH_RC4_128_SHA"
-        | "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"
-        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"
-        | "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"
-        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"
-        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256" => {
-            return Err(
-                "is not supported: only ECDHE key exchange with AEAD ciphers (AES-GCM, \
-                 ChaCha20-Poly1305) is implemented",
-            );
-        }
-        _ => return Err("is not a known cipher suite name"),
-    }))
-}
-
-/// The crypto provider and protocol versions `--tls-min-version` and `--tls-cipher-suites` ask
-/// for. rustls implements TLS 1.2 and 1.3 only, so a lower minimum means TLS 1.2.
-pub fn serving_provider(
-    min_version: TlsVersion,
-    cipher_suites: &[String],
-) -> Result<
-    (
-        Arc<CryptoProvider>,
-        &'static [&'static SupportedProtocolVersion],
-    ),
-    TlsError,
-> {
-    static TLS12_UP: &[&SupportedProtocolVersion] =
-        &[&rustls::version::TLS13, &rustls::version::TLS12];
-    static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
-    let mut provider = rustls::crypto::ring::default_provider();
-    if !cipher_suites.is_empty() {
-        let mut wanted: Vec<SupportedCipherSuite> = Vec::new();
-        for name in cipher_suites {
-            match cipher_suite_by_go_name(name.trim()) {
-                Ok(Some(suite)) if !wanted.contains(&suite) => wanted.push(suite),
-                Ok(_) => {}
-                Err(problem) => {
-                    return Err(TlsError::CipherSuite {
-                        name: name.clone(),
-                        problem,
-                    });
-                }
-            }
-        }
-        provider.cipher_suites.retain(|suite| match suite {
-            SupportedCipherSuite::Tls13(_) => true,
-            tls12 => wanted.contains(tls12),
-        });
-        if wanted.is_empty() && min_version < TlsVersion::Tls13 {
-            return Err(TlsError::CipherSuite {
-                name: cipher_suites.join(","),
-                problem: "leaves no TLS 1.2 cipher suite; list at least one ECDHE AEAD suite or \
-                          set --tls-min-version=VersionTLS13",
-            });
-        }
-    }
-    let versions = match min_version {
-        TlsVersion::Tls13 => TLS13_ONLY,
-        TlsVersion::Tls10 | TlsVersion::Tls11 | TlsVersion::Tls12 => TLS12_UP,
-    };
-    Ok((Arc::new(provider), versions))
-}
-
 /// The certificates the secure port serves: a default, and `--tls-sni-cert-key` ones chosen
 /// by the name the client asks for.
 #[derive(Debug)]
@@ -862,12 +765,13 @@ fn load_serving_certs(opts: &ServingOptions) -> Result<ServingCerts, TlsError> {
     Ok(certs)
 }
 
-/// Builds the secure port's TLS config from the serving options.
+/// Builds the secure port's TLS config from the serving options: `--tls-min-version` and
+/// `--tls-cipher-suites` (applied by the options to the ring provider, with Go's meaning),
+/// the certificates, and ALPN for `--disable-http2-serving`.
 pub fn serving_config(opts: &ServingOptions) -> Result<Arc<ServerConfig>, TlsError> {
-    let (provider, versions) = serving_provider(opts.tls_min_version, &opts.tls_cipher_suites)?;
     let certs = load_serving_certs(opts)?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
+    let mut config = ServerConfig::builder_with_provider(opts.rustls_provider())
+        .with_protocol_versions(opts.rustls_protocol_versions())
         .map_err(|source| TlsError::Rustls {
             what: "serving TLS settings",
             origin: "--tls-min-version/--tls-cipher-suites".into(),
@@ -984,6 +888,8 @@ impl TlsConfigSource for Arc<ReloadingServerConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::TlsVersion;
+    use rustls::SupportedProtocolVersion;
 
     fn ca_named(cn: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -1128,39 +1034,6 @@ mod tests {
         assert_ne!(chain3, chain1);
     }
 
-    #[test]
-    fn cipher_suites_follow_go_names() {
-        let (p, _) = serving_provider(
-            TlsVersion::Tls12,
-            &["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into()],
-        )
-        .unwrap();
-        let tls12: Vec<_> = p
-            .cipher_suites
-            .iter()
-            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
-            .map(|s| format!("{:?}", s.suite()))
-            .collect();
-        assert_eq!(tls12, ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
-        assert_eq!(
-            p.cipher_suites
-                .iter()
-                .filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)))
-                .count(),
-            3
-        );
-        let err = serving_provider(TlsVersion::Tls12, &["TLS_RSA_WITH_AES_128_CBC_SHA".into()])
-            .unwrap_err();
-        assert!(err.to_string().contains("is not supported"), "{err}");
-        let err = serving_provider(TlsVersion::Tls12, &["TLS_NOPE".into()]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "--tls-cipher-suites: \"TLS_NOPE\" is not a known cipher suite name"
-        );
-        let (_, versions) = serving_provider(TlsVersion::Tls13, &[]).unwrap();
-        assert_eq!(versions.len(), 1);
-    }
-
     fn serving_options(dir: &Path) -> ServingOptions {
         ServingOptions {
             bind_address: IpAddr::from([127, 0, 0, 1]),
@@ -1302,12 +1175,22 @@ mod tests {
     }
 
     #[test]
-    fn min_version_tls13_refuses_a_tls12_client() {
+    fn min_version_and_cipher_suites_reach_the_handshake() {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = serving_options(dir.path());
         opts.tls_min_version = TlsVersion::Tls13;
         let config = serving_config(&opts).unwrap();
         assert!(served_cert(Arc::clone(&config), "localhost", &[&rustls::version::TLS12]).is_err());
         assert!(served_cert(config, "localhost", ALL_VERSIONS).is_ok());
+
+        // The self-signed key is ECDSA, so an RSA-only TLS 1.2 suite list leaves a TLS 1.2
+        // client nothing to agree on, while an ECDSA suite works.
+        opts.tls_min_version = TlsVersion::Tls12;
+        opts.tls_cipher_suites = vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into()];
+        let rsa_only = serving_config(&opts).unwrap();
+        assert!(served_cert(rsa_only, "localhost", &[&rustls::version::TLS12]).is_err());
+        opts.tls_cipher_suites = vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()];
+        let ecdsa = serving_config(&opts).unwrap();
+        assert!(served_cert(ecdsa, "localhost", &[&rustls::version::TLS12]).is_ok());
     }
 }
