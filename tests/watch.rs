@@ -5,23 +5,10 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use metrics_bridge::cluster::ClusterState;
 use metrics_bridge::cluster::watch::{NodeSync, PodSync, watch_nodes, watch_pods};
 use metrics_bridge::selector::LabelSelector;
-
-/// Polls `done` every 50 ms until it holds, failing with `what` after 30 s.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn names(values: &serde_json::Value) -> Vec<String> {
     values["items"]
@@ -67,7 +54,7 @@ async fn watchers_track_selected_nodes_and_running_pods_as_they_change() {
             Arc::new(move |ns: &str, n: &str| rp.lock().unwrap().push(format!("{ns}/{n}"))),
         ),
     ));
-    eventually("both caches to sync", || {
+    support::eventually("both caches to sync", || {
         cluster.nodes_synced() && cluster.pods_synced()
     })
     .await;
@@ -132,12 +119,12 @@ async fn watchers_track_selected_nodes_and_running_pods_as_they_change() {
     assert!(reply.status < 300, "{}", reply.text());
     let reply = sim.admin("DELETE", "/sim/nodes/node-00003").await;
     assert!(reply.status < 300, "{}", reply.text());
-    eventually("node changes", || {
+    support::eventually("node changes", || {
         let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.to_string()).collect();
         names == ["node-00001", "node-00004", "node-00005"]
     })
     .await;
-    eventually("pod changes", || {
+    support::eventually("pod changes", || {
         let listed_now = running(&cluster);
         !listed_now.contains(&victim)
             && !removed_pods.lock().unwrap().is_empty()
@@ -153,7 +140,7 @@ async fn watchers_track_selected_nodes_and_running_pods_as_they_change() {
         v.sort();
         v
     };
-    eventually("the pod set to match the API's", || {
+    support::eventually("the pod set to match the API's", || {
         running(&cluster) == want_now
     })
     .await;

@@ -374,3 +374,13 @@ impl KubeSim {
         format!("https://{ip}:{}{path}", self.kubelet_port)
     }
 }
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after 30 s. For state that
+/// follows a change asynchronously (watch events), without asserting on timing.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
