@@ -490,3 +490,163 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     }
     parts.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn kubelet_options() -> KubeletOptions {
+        KubeletOptions {
+            insecure_tls: false,
+            certificate_authority: None,
+            client_certificate: None,
+            client_key: None,
+            port: 10250,
+            use_node_status_port: false,
+            preferred_address_types: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_scrapes: 1,
+            max_body_bytes: 1,
+        }
+    }
+
+    fn pair(cn: &str) -> (String, String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![cn.to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn kube_config() -> kube::Config {
+        let mut c = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        let (_, _, ca_der) = pair("cluster-ca");
+        c.root_cert = Some(vec![ca_der]);
+        c
+    }
+
+    #[test]
+    fn credentials_follow_the_kubeconfig_and_the_flags_win() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let dir = tempfile::tempdir().unwrap();
+
+        // A token user: the cluster CA verifies kubelets, the token authenticates.
+        let mut kube = kube_config();
+        kube.auth_info.token = Some("abc".to_owned().into());
+        let auth = KubeletAuth::from_kube_config(&kube, &kubelet_options()).unwrap();
+        assert!(matches!(&auth.trust, KubeletTrust::Roots { roots, origin }
+            if roots.len() == 1 && origin == "the cluster CA from the kubeconfig"));
+        assert!(auth.identity.is_none());
+        assert_eq!(
+            auth.token.current(),
+            Some(HeaderValue::from_static("Bearer abc"))
+        );
+
+        // A certificate user (inline data): presented to kubelets too.
+        let (cert, key, _) = pair("kubernetes-admin");
+        let mut kube = kube_config();
+        kube.auth_info.client_certificate_data = Some(b64(&cert));
+        kube.auth_info.client_key_data = Some(b64(&key).into());
+        let auth = KubeletAuth::from_kube_config(&kube, &kubelet_options()).unwrap();
+        let id = auth.identity.unwrap();
+        assert_eq!(id.origin, "the kubeconfig's client-certificate-data");
+        assert_eq!(id.chain.len(), 1);
+        assert!(matches!(auth.token, TokenSource::None));
+
+        // The --kubelet-* flags take precedence over the kubeconfig.
+        let (ca_pem, _, _) = pair("kubelet-ca");
+        let (flag_cert, flag_key, _) = pair("kubelet-client");
+        let paths = ["ca.crt", "client.crt", "client.key"].map(|n| dir.path().join(n));
+        for (p, data) in paths.iter().zip([&ca_pem, &flag_cert, &flag_key]) {
+            std::fs::write(p, data).unwrap();
+        }
+        let mut opts = kubelet_options();
+        opts.certificate_authority = Some(paths[0].clone());
+        opts.client_certificate = Some(paths[1].clone());
+        opts.client_key = Some(paths[2].clone());
+        let auth = KubeletAuth::from_kube_config(&kube, &opts).unwrap();
+        assert!(matches!(&auth.trust, KubeletTrust::Roots { origin, .. }
+            if origin.starts_with("--kubelet-certificate-authority ")));
+        assert!(
+            auth.identity
+                .unwrap()
+                .origin
+                .starts_with("--kubelet-client-certificate ")
+        );
+        opts.insecure_tls = true;
+        opts.certificate_authority = None;
+        let auth = KubeletAuth::from_kube_config(&kube, &opts).unwrap();
+        assert!(matches!(auth.trust, KubeletTrust::Insecure));
+
+        // An insecure kubeconfig makes kubelet TLS insecure too, as in metrics-server.
+        let mut kube = kube_config();
+        kube.accept_invalid_certs = true;
+        let auth = KubeletAuth::from_kube_config(&kube, &kubelet_options()).unwrap();
+        assert!(matches!(auth.trust, KubeletTrust::Insecure));
+
+        // No CA anywhere is an error that says what to do.
+        let mut kube = kube_config();
+        kube.root_cert = None;
+        let err = KubeletAuth::from_kube_config(&kube, &kubelet_options()).unwrap_err();
+        assert!(
+            err.to_string().contains("--kubelet-certificate-authority"),
+            "{err}"
+        );
+
+        // Half a client certificate is refused.
+        let mut kube = kube_config();
+        kube.auth_info.client_certificate_data = Some(b64(&cert));
+        let err = KubeletAuth::from_kube_config(&kube, &kubelet_options()).unwrap_err();
+        assert!(matches!(err, ScrapeError::HalfClientCertificate));
+    }
+
+    #[test]
+    fn a_token_file_is_reread_only_when_it_changes_and_kept_if_it_vanishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "one\n").unwrap();
+        let source = TokenSource::file(path.clone()).unwrap();
+        assert_eq!(
+            source.current(),
+            Some(HeaderValue::from_static("Bearer one"))
+        );
+
+        // Same mtime: the cached value stands even though the bytes changed.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, "two\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(
+            source.current(),
+            Some(HeaderValue::from_static("Bearer one"))
+        );
+
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(
+            source.current(),
+            Some(HeaderValue::from_static("Bearer two"))
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            source.current(),
+            Some(HeaderValue::from_static("Bearer two"))
+        );
+        assert!(
+            TokenSource::file(path).is_err(),
+            "a missing file fails the start"
+        );
+    }
+}
