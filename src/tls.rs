@@ -1036,15 +1036,8 @@ mod tests {
 
     fn serving_options(dir: &Path) -> ServingOptions {
         ServingOptions {
-            bind_address: IpAddr::from([127, 0, 0, 1]),
-            secure_port: 0,
             cert_dir: dir.join("certs"),
-            tls_cert_file: None,
-            tls_private_key_file: None,
-            tls_min_version: TlsVersion::Tls12,
-            tls_cipher_suites: Vec::new(),
-            tls_sni_cert_keys: Vec::new(),
-            disable_http2_serving: false,
+            ..crate::options::Options::default().serving
         }
     }
 

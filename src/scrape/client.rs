@@ -497,18 +497,7 @@ mod tests {
     use std::time::Duration;
 
     fn kubelet_options() -> KubeletOptions {
-        KubeletOptions {
-            insecure_tls: false,
-            certificate_authority: None,
-            client_certificate: None,
-            client_key: None,
-            port: 10250,
-            use_node_status_port: false,
-            preferred_address_types: Vec::new(),
-            request_timeout: Duration::from_secs(10),
-            max_concurrent_scrapes: 1,
-            max_body_bytes: 1,
-        }
+        crate::options::Options::default().kubelet
     }
 
     fn pair(cn: &str) -> (String, String, Vec<u8>) {
