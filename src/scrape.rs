@@ -547,18 +547,31 @@ impl Shared {
                 }
             };
         let decode_start = Instant::now();
-        let page = crate::decode::decode(&fetched.body, started_ns).map_err(|source| {
-            fail(NodeScrapeError::Decode {
-                url: url.to_string(),
-                source,
-            })
-        })?;
+        let (page, left_out) = crate::decode::decode_with_stats(&fetched.body, started_ns)
+            .map_err(|source| {
+                fail(NodeScrapeError::Decode {
+                    url: url.to_string(),
+                    source,
+                })
+            })?;
+        let decode_time = decode_start.elapsed();
+        if left_out != crate::decode::DecodeStats::default() {
+            // Routine while containers start or stop; counted for self-metrics.
+            tracing::debug!(
+                node = %node.name,
+                dropped_pods = left_out.dropped_pods,
+                incomplete_node = left_out.incomplete_node,
+                unattributed_series = left_out.unattributed_series,
+                "the page had incomplete metrics, left out as metrics-server does"
+            );
+        }
         self.store.ingest(&node.name, &page);
         Ok(stats::BodyStats {
             received: fetched.received,
             decoded: fetched.body.len(),
             samples: page.samples,
-            decode_time: decode_start.elapsed(),
+            decode_time,
+            left_out,
         })
     }
 }

@@ -269,6 +269,9 @@ pub struct ScrapeStats {
     bytes_decoded: AtomicU64,
     samples: AtomicU64,
     decode_nanos: AtomicU64,
+    dropped_pods: AtomicU64,
+    incomplete_nodes: AtomicU64,
+    unattributed_series: AtomicU64,
     /// Duration of each whole tick (`metrics_server_manager_tick_duration_seconds`).
     pub ticks: Histogram,
     tick_last_start_ns: AtomicI64,
@@ -289,6 +292,12 @@ pub struct ScrapeTotals {
     pub bytes_decoded: u64,
     pub samples: u64,
     pub decode_time: Duration,
+    /// Pods left out of pages because a container lacked CPU or memory.
+    pub dropped_pods: u64,
+    /// Pages whose node series did not make a complete node point.
+    pub incomplete_nodes: u64,
+    /// Container series without namespace, pod or container labels.
+    pub unattributed_series: u64,
 }
 
 impl ScrapeStats {
@@ -305,6 +314,9 @@ impl ScrapeStats {
             bytes_decoded: AtomicU64::new(0),
             samples: AtomicU64::new(0),
             decode_nanos: AtomicU64::new(0),
+            dropped_pods: AtomicU64::new(0),
+            incomplete_nodes: AtomicU64::new(0),
+            unattributed_series: AtomicU64::new(0),
             ticks: Histogram::new(Arc::from(tick_buckets(resolution))),
             tick_last_start_ns: AtomicI64::new(0),
             tick_last_duration_nanos: AtomicU64::new(0),
@@ -385,6 +397,13 @@ impl ScrapeStats {
             .fetch_add(body.samples as u64, Ordering::Relaxed);
         self.decode_nanos
             .fetch_add(nanos(body.decode_time), Ordering::Relaxed);
+        let left_out = &body.left_out;
+        self.dropped_pods
+            .fetch_add(left_out.dropped_pods as u64, Ordering::Relaxed);
+        self.incomplete_nodes
+            .fetch_add(u64::from(left_out.incomplete_node), Ordering::Relaxed);
+        self.unattributed_series
+            .fetch_add(left_out.unattributed_series as u64, Ordering::Relaxed);
         node.request_done(took, finished_ns, true);
         node.last_success_ns.store(started_ns, Ordering::Relaxed);
         node.last_received
@@ -468,6 +487,9 @@ impl ScrapeStats {
             bytes_decoded: self.bytes_decoded.load(Ordering::Relaxed),
             samples: self.samples.load(Ordering::Relaxed),
             decode_time: Duration::from_nanos(self.decode_nanos.load(Ordering::Relaxed)),
+            dropped_pods: self.dropped_pods.load(Ordering::Relaxed),
+            incomplete_nodes: self.incomplete_nodes.load(Ordering::Relaxed),
+            unattributed_series: self.unattributed_series.load(Ordering::Relaxed),
         }
     }
 
@@ -484,6 +506,8 @@ pub(crate) struct BodyStats {
     pub decoded: usize,
     pub samples: usize,
     pub decode_time: Duration,
+    /// What metrics-server's decoding rules left out of the page.
+    pub left_out: crate::decode::DecodeStats,
 }
 
 #[cfg(test)]
@@ -559,6 +583,11 @@ mod tests {
                 decoded: 300,
                 samples: 7,
                 decode_time: ms(1),
+                left_out: crate::decode::DecodeStats {
+                    dropped_pods: 2,
+                    incomplete_node: true,
+                    unattributed_series: 0,
+                },
             },
         );
         assert!(node.healthy());
