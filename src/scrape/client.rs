@@ -376,7 +376,20 @@ impl KubeletClient {
         let mut buf: Vec<u8> =
             Vec::with_capacity(declared.unwrap_or(guess(size_hint.0)).min(limit));
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| transfer(url, Box::new(e)))?;
+            let frame = frame.map_err(|e| {
+                let source: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+                let expected =
+                    declared.map_or_else(|| "an unknown number of".into(), |n| n.to_string());
+                NodeScrapeError::Transfer {
+                    url: url.to_string(),
+                    detail: format!(
+                        "the body broke off after {} of {expected} bytes: {}",
+                        buf.len(),
+                        causes(&*source)
+                    ),
+                    source,
+                }
+            })?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > limit {
                     return Err(too_large());
