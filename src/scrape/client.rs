@@ -494,7 +494,13 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     let generic = err.is::<hyper_util::client::legacy::Error>();
     let mut parts: Vec<String> = tls::error_chain(err)
         .skip(usize::from(generic))
-        .map(|e| e.to_string())
+        .map(|e| match e.downcast_ref::<std::io::Error>() {
+            // rustls words this as a missing close_notify with a link to its manual.
+            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "the kubelet closed the connection before the answer was complete".to_owned()
+            }
+            _ => e.to_string(),
+        })
         .collect();
     // Wrappers often repeat their cause in their own message; keep the most specific text.
     parts.dedup_by(|later, earlier| earlier.contains(later.as_str()));
