@@ -492,16 +492,17 @@ fn transfer(url: &Uri, source: Box<dyn std::error::Error + Send + Sync>) -> Node
 /// ("client error (Connect)"), which says nothing the variant does not.
 fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     let generic = err.is::<hyper_util::client::legacy::Error>();
-    let mut parts: Vec<String> = tls::error_chain(err)
-        .skip(usize::from(generic))
-        .map(|e| match e.downcast_ref::<std::io::Error>() {
-            // rustls words this as a missing close_notify with a link to its manual.
-            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                "the kubelet closed the connection before the answer was complete".to_owned()
-            }
-            _ => e.to_string(),
-        })
-        .collect();
+    let mut parts: Vec<String> = Vec::new();
+    for e in tls::error_chain(err).skip(usize::from(generic)) {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            // rustls words this as a missing close_notify, with a link to its manual.
+            parts.push("the kubelet closed the connection before the answer was complete".into());
+            break;
+        }
+        parts.push(e.to_string());
+    }
     // Wrappers often repeat their cause in their own message; keep the most specific text.
     parts.dedup_by(|later, earlier| earlier.contains(later.as_str()));
     if parts.is_empty() {
