@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return logged_failure(&format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(server_shim::run(*options)) {
+    match runtime.block_on(metrics_bridge::server::run(*options)) {
         Ok(()) => {
             tracing::info!("metrics-bridge stopped");
             ExitCode::SUCCESS
@@ -80,18 +80,4 @@ fn one_line(reason: &dyn Display) -> String {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Stands in for `metrics_bridge::server::run` until the pipeline's wiring lands on main;
-/// delete it then and call `server::run` above.
-mod server_shim {
-    use metrics_bridge::options::Options;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("the server is not built into this binary yet")]
-    pub struct NotWired;
-
-    pub async fn run(_options: Options) -> Result<(), NotWired> {
-        Err(NotWired)
-    }
 }

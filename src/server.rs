@@ -22,8 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -31,8 +30,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
+use crate::api::ApiState;
 use crate::cluster::ClusterState;
 use crate::cluster::watch::{NodeSync, PodSync};
+use crate::health::Health;
 use crate::options::Options;
 use crate::scrape::{KubeletAuth, ScrapeConfig, ScrapeError, ScrapeStats, Scraper};
 use crate::status::Status;
@@ -84,22 +85,38 @@ pub struct Components {
     pub cluster: Arc<ClusterState>,
     pub store: Arc<Store>,
     pub scrape_stats: Arc<ScrapeStats>,
-    /// Set when shutdown begins; the `shutdown` readiness check reads it.
-    pub shutting_down: Arc<AtomicBool>,
+    /// metrics-server's probes over these components; its `shutdown` check fails once
+    /// shutdown begins.
+    pub health: Arc<Health>,
     pub resolution: Duration,
-    /// When the process started: stands in for the first tick's start in the liveness check.
-    pub started: SystemTime,
 }
 
 impl Components {
     pub fn new(resolution: Duration) -> Self {
+        let cluster = Arc::new(ClusterState::new());
+        let store = Arc::new(Store::new(resolution));
+        let scrape_stats = Arc::new(ScrapeStats::new(resolution));
+        let health = {
+            let (stats, store, nodes, pods) = (
+                Arc::clone(&scrape_stats),
+                Arc::clone(&store),
+                Arc::clone(&cluster),
+                Arc::clone(&cluster),
+            );
+            Health::metrics_server(
+                resolution,
+                move || stats.last_tick_start(),
+                move || store.ready(),
+                move || nodes.nodes_synced(),
+                move || pods.pods_synced(),
+            )
+        };
         Self {
-            cluster: Arc::new(ClusterState::new()),
-            store: Arc::new(Store::new(resolution)),
-            scrape_stats: Arc::new(ScrapeStats::new(resolution)),
-            shutting_down: Arc::new(AtomicBool::new(false)),
+            cluster,
+            store,
+            scrape_stats,
+            health: Arc::new(health),
             resolution,
-            started: SystemTime::now(),
         }
     }
 
@@ -107,54 +124,6 @@ impl Components {
     pub fn synced(&self) -> bool {
         self.cluster.nodes_synced() && self.cluster.pods_synced()
     }
-
-    /// `metric-collection-timely`: a tick has started within 1.5 × the resolution.
-    pub fn check_collection_timely(&self) -> Result<(), String> {
-        let last = match self.scrape_stats.last_tick_start_ns() {
-            0 => self.started,
-            ns => SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0)),
-        };
-        let waited = SystemTime::now().duration_since(last).unwrap_or_default();
-        let limit = self.resolution.mul_f64(1.5);
-        if waited > limit {
-            return Err(format!(
-                "time since last tick ({}) was greater than expected metrics resolution ({})",
-                crate::duration::format(waited),
-                crate::duration::format(limit)
-            ));
-        }
-        Ok(())
-    }
-
-    /// `metric-informer-sync`: the node cache has synced.
-    pub fn check_nodes_synced(&self) -> Result<(), String> {
-        passed(self.cluster.nodes_synced(), "node informer not synced yet")
-    }
-
-    /// `metadata-informer-sync`: the pod metadata cache has synced.
-    pub fn check_pods_synced(&self) -> Result<(), String> {
-        passed(
-            self.cluster.pods_synced(),
-            "1 informers not started yet: [/v1, Resource=pods]",
-        )
-    }
-
-    /// `metric-storage-ready`: the store can serve rates.
-    pub fn check_storage_ready(&self) -> Result<(), String> {
-        passed(self.store.ready(), "no metrics to serve")
-    }
-
-    /// `shutdown`: fails from the moment shutdown begins.
-    pub fn check_not_shutting_down(&self) -> Result<(), String> {
-        passed(
-            !self.shutting_down.load(Ordering::Acquire),
-            "process is shutting down",
-        )
-    }
-}
-
-fn passed(ok: bool, failure: &str) -> Result<(), String> {
-    if ok { Ok(()) } else { Err(failure.to_owned()) }
 }
 
 /// Answers 503 until both caches have synced.
@@ -170,13 +139,26 @@ async fn until_synced(State(c): State<Components>, req: Request, next: Next) -> 
     resp
 }
 
-/// Puts `api` behind the sync gate and merges it with the routes that answer at once.
-pub fn compose(c: &Components, api: Router, always: Router) -> Router {
+/// Unknown paths get kube-apiserver's 404 `Status`.
+async fn not_found() -> Response {
+    Status::path_not_found().into_response()
+}
+
+/// Puts `api` behind the sync gate, next to the health probes, which answer at once.
+pub fn compose(c: &Components, api: Router) -> Router {
     let gated = api.layer(axum::middleware::from_fn_with_state(
         c.clone(),
         until_synced,
     ));
-    always.merge(gated)
+    crate::health::router(Arc::clone(&c.health))
+        .merge(gated)
+        .fallback(not_found)
+}
+
+/// The whole HTTP app: the `metrics.k8s.io` API (after sync) and the health probes.
+pub fn app(c: &Components) -> Router {
+    let api = crate::api::router(ApiState::new(Arc::clone(&c.cluster), Arc::clone(&c.store)));
+    compose(c, api)
 }
 
 /// Raises the soft open-file limit to the hard limit.
@@ -324,6 +306,71 @@ pub async fn serve(
     served.map_err(|source| ServerError::Serve { source })
 }
 
+/// How long in-flight requests may take to finish after the listener closes (k8s.io/apiserver's
+/// default `ShutdownTimeout`).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs metrics-bridge until SIGTERM/SIGINT: see the module docs for the order of things.
+pub async fn run(options: Options) -> Result<(), ServerError> {
+    raise_nofile_limit();
+    let kube = kube_config(options.cluster.kubeconfig.as_deref()).await?;
+    let client =
+        kube::Client::try_from(kube.clone()).map_err(|source| ServerError::Client { source })?;
+    let c = Components::new(options.metric_resolution);
+    let scraper = build_scraper(&options, &kube, &c)?;
+    let tls = ReloadingServerConfig::new(options.serving.clone())?;
+    let listener = bind(&options).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving on the secure port; the metrics API answers once the node and pod caches have synced");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watchers = spawn_watchers(client, &options, &c);
+    let scraping = tokio::spawn(run_scraper(
+        scraper,
+        Arc::clone(&c.cluster),
+        flagged(stop_rx.clone()),
+    ));
+    let mut serving = tokio::spawn(serve(
+        listener,
+        tls,
+        app(&c),
+        !options.serving.disable_http2_serving,
+        stop_rx,
+    ));
+
+    let early_end = tokio::select! {
+        () = termination_signal() => None,
+        ended = &mut serving => Some(ended),
+    };
+    // Readiness fails first, so load balancers stop sending before the listener closes.
+    c.health.begin_shutdown();
+    let _ = stop_tx.send(true);
+    let served = match early_end {
+        Some(ended) => ended,
+        None => match tokio::time::timeout(DRAIN_TIMEOUT, &mut serving).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::warn!(
+                    "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"
+                );
+                serving.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    let _ = scraping.await;
+    for w in watchers {
+        w.abort();
+    }
+    match served {
+        Ok(result) => result,
+        Err(join) => Err(ServerError::Serve {
+            source: std::io::Error::other(join),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,35 +398,38 @@ mod tests {
     async fn the_api_answers_503_until_both_caches_sync_and_health_at_once() {
         let c = Components::new(Duration::from_secs(15));
         let api = Router::new().route("/apis", get(|| async { "api" }));
-        let always = Router::new().route("/livez", get(|| async { "ok" }));
-        let app = compose(&c, api, always);
-        assert_eq!(get_status(&app, "/livez").await, (200, None));
+        let app = compose(&c, api);
+        // Health answers at once; as in metrics-server, the pod cache's sync is part of every
+        // probe, and readiness also waits for the node cache and the store.
+        assert_eq!(get_status(&app, "/livez/ping").await, (200, None));
+        assert_eq!(get_status(&app, "/livez").await.0, 500);
+        assert_eq!(get_status(&app, "/readyz").await.0, 500);
         assert_eq!(get_status(&app, "/apis").await, (503, Some("1".into())));
         c.cluster.set_nodes_synced();
         assert_eq!(get_status(&app, "/apis").await.0, 503);
         c.cluster.set_pods_synced();
         assert_eq!(get_status(&app, "/apis").await, (200, None));
+        assert_eq!(get_status(&app, "/livez").await, (200, None));
+        assert_eq!(get_status(&app, "/readyz").await.0, 500, "no metrics yet");
+        assert_eq!(get_status(&app, "/nope").await.0, 404);
     }
 
-    #[test]
-    fn checks_report_sync_shutdown_and_tick_age() {
-        let mut c = Components::new(Duration::from_secs(10));
-        assert!(c.check_nodes_synced().is_err());
-        c.cluster.set_nodes_synced();
-        assert_eq!(c.check_nodes_synced(), Ok(()));
-        assert!(c.check_pods_synced().is_err());
-        assert_eq!(c.check_not_shutting_down(), Ok(()));
-        c.shutting_down.store(true, Ordering::Release);
-        assert!(c.check_not_shutting_down().is_err());
-
-        // No tick yet: measured from the process start.
-        assert_eq!(c.check_collection_timely(), Ok(()));
-        c.started = SystemTime::now() - Duration::from_secs(16);
-        let err = c.check_collection_timely().unwrap_err();
-        assert!(err.starts_with("time since last tick (16"), "{err}");
-        assert!(
-            err.ends_with("was greater than expected metrics resolution (15s)"),
-            "{err}"
+    #[tokio::test]
+    async fn the_real_app_serves_discovery_once_synced() {
+        let c = Components::new(Duration::from_secs(15));
+        let app = app(&c);
+        assert_eq!(
+            get_status(&app, "/apis/metrics.k8s.io/v1beta1").await.0,
+            503
         );
+        c.cluster.set_nodes_synced();
+        c.cluster.set_pods_synced();
+        assert_eq!(
+            get_status(&app, "/apis/metrics.k8s.io/v1beta1").await.0,
+            200
+        );
+        assert_eq!(get_status(&app, "/healthz").await.0, 200);
+        c.health.begin_shutdown();
+        assert_eq!(get_status(&app, "/readyz").await.0, 500);
     }
 }
