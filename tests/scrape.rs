@@ -953,3 +953,245 @@ async fn a_connection_closed_before_the_answer_is_retried_once() {
     assert!(msg.contains("failed during the exchange"), "{msg}");
     assert_eq!(rig.stats.failures(FailureReason::Transfer), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end through kube-sim: its API server feeds the watchers, its kubelets the scraper.
+
+mod support;
+
+fn nanocores(cores: &serde_json::Value) -> u64 {
+    (cores.as_f64().unwrap() * 1e9).round() as u64
+}
+
+fn assert_cpu_close(got: u64, want: u64, what: &str) {
+    let diff = got.abs_diff(want) as f64;
+    assert!(
+        diff <= want as f64 * 0.01,
+        "{what}: {got} nanocores, expected {want} within 1%"
+    );
+}
+
+/// kube-sim's kubelet faults and the reason each must be counted under.
+const FAULTS: [(&str, &str, FailureReason); 8] = [
+    ("node-00002", "hang", FailureReason::Timeout),
+    ("node-00003", "http500", FailureReason::HttpStatus),
+    ("node-00004", "truncated", FailureReason::Transfer),
+    ("node-00005", "garbage", FailureReason::Decode),
+    ("node-00006", "wrong-san", FailureReason::Tls),
+    ("node-00007", "wrong-ca", FailureReason::Tls),
+    ("node-00008", "refused", FailureReason::Connect),
+    ("node-00009", "huge", FailureReason::BodyTooLarge),
+];
+
+fn faulty(node: &str) -> bool {
+    FAULTS.iter().any(|(n, _, _)| *n == node)
+}
+
+/// Checks every node and Running pod of kube-sim's `/sim/expected` against the store: healthy
+/// ones within 1% CPU and exact memory, faulty ones absent. Returns how many pods were served.
+async fn check_against_expected(
+    sim: &support::KubeSim,
+    c: &metrics_bridge::server::Components,
+) -> usize {
+    let expected = sim.expected().await;
+    for node in expected["nodes"].as_array().unwrap() {
+        let name = node["name"].as_str().unwrap();
+        let usage = c.store.node_usage(name);
+        if faulty(name) {
+            assert_eq!(usage, None, "faulty {name} is served");
+            continue;
+        }
+        let usage = usage.unwrap_or_else(|| panic!("{name} is not served"));
+        assert_cpu_close(usage.cpu_nanocores, nanocores(&node["cpu_cores"]), name);
+        assert_eq!(
+            usage.memory_bytes,
+            node["memory_bytes"].as_u64().unwrap(),
+            "{name}"
+        );
+    }
+    let pods = sim.admin("GET", "/api/v1/pods").await.json();
+    let node_of = |ns: &str, name: &str| {
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["namespace"] == ns && p["metadata"]["name"] == name)
+            .and_then(|p| p["spec"]["nodeName"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut served = 0;
+    for pod in expected["pods"].as_array().unwrap() {
+        let (ns, name) = (
+            pod["namespace"].as_str().unwrap(),
+            pod["name"].as_str().unwrap(),
+        );
+        let usage = c.store.pod_usage(ns, name);
+        if faulty(&node_of(ns, name)) {
+            assert!(usage.is_none(), "{ns}/{name} is on a faulty node");
+            continue;
+        }
+        let usage = usage.unwrap_or_else(|| panic!("{ns}/{name} is not served"));
+        let mut want: Vec<&serde_json::Value> =
+            pod["containers"].as_array().unwrap().iter().collect();
+        want.sort_by_key(|c| c["name"].as_str().unwrap().to_owned());
+        assert_eq!(usage.containers.len(), want.len(), "{ns}/{name}");
+        for (got, want) in usage.containers.iter().zip(want) {
+            assert_eq!(&*got.name, want["name"].as_str().unwrap());
+            assert_cpu_close(got.cpu_nanocores, nanocores(&want["cpu_cores"]), name);
+            assert_eq!(got.memory_bytes, want["memory_bytes"].as_u64().unwrap());
+        }
+        served += 1;
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_follows_kube_sim_through_faults_and_removals() {
+    use metrics_bridge::server;
+    let mut args = vec!["--nodes", "10", "--pods-per-node", "4"];
+    let fault_flags: Vec<String> = FAULTS
+        .iter()
+        .map(|(node, kind, _)| format!("{node}={kind}"))
+        .chain(["node-00010=slow:100ms".to_owned()])
+        .collect();
+    for f in &fault_flags {
+        args.extend(["--fault", f.as_str()]);
+    }
+    let sim = support::KubeSim::start(&args);
+    let kubeconfig = sim.path("metrics-bridge.kubeconfig");
+    let options = metrics_bridge::options::Options::from_args([
+        "metrics-bridge".to_owned(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--kubelet-port={}", sim.kubelet_port),
+        "--kubelet-preferred-address-types=InternalIP".to_owned(),
+        "--kubelet-request-timeout=1s".to_owned(),
+        "--metric-resolution=15s".to_owned(),
+    ])
+    .unwrap();
+    let kube = server::kube_config(Some(&kubeconfig)).await.unwrap();
+    let client = kube::Client::try_from(kube.clone()).unwrap();
+    let c = server::Components::new(options.metric_resolution);
+    let watchers = server::spawn_watchers(client, &options, &c);
+    support::eventually("both caches to sync", || c.synced()).await;
+    assert_eq!(c.cluster.node_count(), 10);
+    let expected = sim.expected().await;
+    assert_eq!(
+        c.cluster.pod_count(),
+        expected["pods"].as_array().unwrap().len(),
+        "Running pods only"
+    );
+
+    // Two scrapes a second apart give every healthy node and pod a rate; each faulty kubelet
+    // fails on its own, for its own reason.
+    let scraper = server::build_scraper(&options, &kube, &c).unwrap();
+    assert_eq!(scraper.tick().await.succeeded, 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(scraper.tick().await.succeeded, 2);
+    assert!(check_against_expected(&sim, &c).await > 0);
+    for (node, kind, reason) in FAULTS {
+        let e = c.scrape_stats.node(node).unwrap().last_error().unwrap();
+        assert_eq!(e.reason, reason, "{node} ({kind}): {}", e.message);
+        assert!(c.scrape_stats.failures(reason) > 0);
+    }
+    let msg = |node| {
+        c.scrape_stats
+            .node(node)
+            .unwrap()
+            .last_error()
+            .unwrap()
+            .message
+    };
+    assert!(
+        msg("node-00006").contains("it is valid for"),
+        "{}",
+        msg("node-00006")
+    );
+    assert!(
+        msg("node-00006").contains("IP:127.0.0.254"),
+        "{}",
+        msg("node-00006")
+    );
+    assert!(
+        msg("node-00007").contains("unknown authority"),
+        "{}",
+        msg("node-00007")
+    );
+    assert!(
+        msg("node-00009").contains("stopped reading"),
+        "{}",
+        msg("node-00009")
+    );
+    let t = c.scrape_stats.totals();
+    assert_eq!((t.requests_ok, t.requests_failed), (4, 16));
+    assert!(
+        t.bytes_received < t.bytes_decoded,
+        "kube-sim's kubelets gzip for us"
+    );
+
+    // A fault cleared at run time: the node is back after two scrapes.
+    let reply = sim.admin("DELETE", "/sim/faults/node-00003").await;
+    assert!(reply.status < 300, "{}", reply.text());
+    scraper.tick().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    scraper.tick().await;
+    assert!(c.store.node_usage("node-00003").is_some());
+    assert!(c.scrape_stats.node("node-00003").unwrap().healthy());
+
+    // A deleted pod and a deleted node leave the cluster state and the store at once.
+    let victim = expected["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["namespace"].as_str().unwrap(),
+                p["name"].as_str().unwrap(),
+            )
+        })
+        .find(|(ns, name)| c.store.pod_usage(ns, name).is_some())
+        .unwrap();
+    let (ns, name) = victim;
+    let reply = sim.admin("DELETE", &format!("/sim/pods/{ns}/{name}")).await;
+    assert!(reply.status < 300, "{}", reply.text());
+    support::eventually("the deleted pod to leave", || {
+        c.cluster.pod(ns, name).is_none() && c.store.pod_usage(ns, name).is_none()
+    })
+    .await;
+
+    assert!(c.store.node_usage("node-00001").is_some());
+    let reply = sim.admin("DELETE", "/sim/nodes/node-00001").await;
+    assert!(reply.status < 300, "{}", reply.text());
+    support::eventually("the deleted node to leave", || {
+        c.cluster.node("node-00001").is_none()
+            && c.store.node_usage("node-00001").is_none()
+            && c.scrape_stats.node("node-00001").is_none()
+    })
+    .await;
+
+    // The API serves what is left.
+    let resp = tower::ServiceExt::oneshot(
+        server::app(&c),
+        http::Request::get("/apis/metrics.k8s.io/v1beta1/nodes")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["node-00003", "node-00010"]);
+    for w in watchers {
+        w.abort();
+    }
+}
