@@ -130,11 +130,8 @@ impl KubeletAuth {
         kube: &kube::Config,
         opts: &KubeletOptions,
     ) -> Result<Self, ScrapeError> {
+        // The options warn about --kubelet-insecure-tls at start.
         let trust = if opts.insecure_tls {
-            tracing::warn!(
-                "--kubelet-insecure-tls: kubelet serving certificates are NOT verified; anyone \
-                 who can intercept node traffic can feed false metrics"
-            );
             KubeletTrust::Insecure
         } else if let Some(path) = &opts.certificate_authority {
             let pem = tls::read_file("kubelet CA file", path)?;
