@@ -318,7 +318,9 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
         kube::Client::try_from(kube.clone()).map_err(|source| ServerError::Client { source })?;
     let c = Components::new(options.metric_resolution);
     let scraper = build_scraper(&options, &kube, &c)?;
-    let tls = ReloadingServerConfig::new(options.serving.clone())?;
+    // Client certificates (front proxy, client CA) are asked for once delegated
+    // authentication supplies a verifier; until then no client certificate is requested.
+    let tls = ReloadingServerConfig::new(options.serving.clone(), None)?;
     let listener = bind(&options).await?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving on the secure port; the metrics API answers once the node and pod caches have synced");

@@ -765,20 +765,32 @@ fn load_serving_certs(opts: &ServingOptions) -> Result<ServingCerts, TlsError> {
     Ok(certs)
 }
 
+/// Verifies the client certificates the secure port asks for (front-proxy and client CAs).
+/// Delegated authentication supplies it; its CAs may change at run time behind the `Arc`.
+pub type ClientAuth = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
 /// Builds the secure port's TLS config from the serving options: `--tls-min-version` and
 /// `--tls-cipher-suites` (applied by the options to the ring provider, with Go's meaning),
-/// the certificates, and ALPN for `--disable-http2-serving`.
-pub fn serving_config(opts: &ServingOptions) -> Result<Arc<ServerConfig>, TlsError> {
+/// the certificates, and ALPN for `--disable-http2-serving`. With `client_auth`, clients
+/// are asked for a certificate and whatever it accepts reaches `ConnInfo`; without, none is
+/// asked for.
+pub fn serving_config(
+    opts: &ServingOptions,
+    client_auth: Option<&ClientAuth>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_serving_certs(opts)?;
-    let mut config = ServerConfig::builder_with_provider(opts.rustls_provider())
+    let builder = ServerConfig::builder_with_provider(opts.rustls_provider())
         .with_protocol_versions(opts.rustls_protocol_versions())
         .map_err(|source| TlsError::Rustls {
             what: "serving TLS settings",
             origin: "--tls-min-version/--tls-cipher-suites".into(),
             source,
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(certs));
+        })?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(Arc::clone(verifier)),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(certs));
     config.alpn_protocols = crate::https::alpn(!opts.disable_http2_serving);
     Ok(Arc::new(config))
 }
@@ -788,6 +800,7 @@ pub fn serving_config(opts: &ServingOptions) -> Result<Arc<ServerConfig>, TlsErr
 /// Connections already open keep the config they started with.
 pub struct ReloadingServerConfig {
     opts: ServingOptions,
+    client_auth: Option<ClientAuth>,
     current: RwLock<Arc<ServerConfig>>,
     stamps: std::sync::Mutex<Vec<Option<SystemTime>>>,
 }
@@ -801,11 +814,16 @@ impl fmt::Debug for ReloadingServerConfig {
 }
 
 impl ReloadingServerConfig {
-    /// Loads the config once; fails when the files are unusable at start.
-    pub fn new(opts: ServingOptions) -> Result<Arc<Self>, TlsError> {
-        let config = serving_config(&opts)?;
+    /// Loads the config once; fails when the files are unusable at start. `client_auth` is
+    /// kept for every reload (see [`serving_config`]).
+    pub fn new(
+        opts: ServingOptions,
+        client_auth: Option<ClientAuth>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let config = serving_config(&opts, client_auth.as_ref())?;
         let this = Self {
             opts,
+            client_auth,
             current: RwLock::new(config),
             stamps: std::sync::Mutex::new(Vec::new()),
         };
@@ -844,7 +862,7 @@ impl ReloadingServerConfig {
                 return false;
             }
         }
-        match serving_config(&self.opts) {
+        match serving_config(&self.opts, self.client_auth.as_ref()) {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
                 *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = now;
@@ -1116,7 +1134,7 @@ mod tests {
                 names: vec!["API.internal".into()],
             },
         ];
-        let config = serving_config(&opts).unwrap();
+        let config = serving_config(&opts, None).unwrap();
         let (default_chain, _) = self_signed_in(&opts.cert_dir).unwrap();
         let serve = |sni| served_cert(Arc::clone(&config), sni, ALL_VERSIONS).unwrap();
         assert_eq!(serve("foo.example.com"), wildcard);
@@ -1143,7 +1161,7 @@ mod tests {
         let mut opts = serving_options(dir.path());
         opts.tls_cert_file = Some(c.clone());
         opts.tls_private_key_file = Some(k.clone());
-        let source = ReloadingServerConfig::new(opts).unwrap();
+        let source = ReloadingServerConfig::new(opts, None).unwrap();
         let serve = || served_cert(source.current(), "localhost", ALL_VERSIONS).unwrap();
         assert_eq!(serve(), first);
         assert!(!source.reload_if_changed(), "nothing changed yet");
@@ -1172,7 +1190,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = serving_options(dir.path());
         opts.tls_min_version = TlsVersion::Tls13;
-        let config = serving_config(&opts).unwrap();
+        let config = serving_config(&opts, None).unwrap();
         assert!(served_cert(Arc::clone(&config), "localhost", &[&rustls::version::TLS12]).is_err());
         assert!(served_cert(config, "localhost", ALL_VERSIONS).is_ok());
 
@@ -1180,10 +1198,34 @@ mod tests {
         // client nothing to agree on, while an ECDSA suite works.
         opts.tls_min_version = TlsVersion::Tls12;
         opts.tls_cipher_suites = vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into()];
-        let rsa_only = serving_config(&opts).unwrap();
+        let rsa_only = serving_config(&opts, None).unwrap();
         assert!(served_cert(rsa_only, "localhost", &[&rustls::version::TLS12]).is_err());
         opts.tls_cipher_suites = vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()];
-        let ecdsa = serving_config(&opts).unwrap();
+        let ecdsa = serving_config(&opts, None).unwrap();
         assert!(served_cert(ecdsa, "localhost", &[&rustls::version::TLS12]).is_ok());
+    }
+
+    #[test]
+    fn a_client_verifier_is_asked_and_kept_across_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client_ca, _) = ca();
+        let mut roots = RootCertStore::empty();
+        roots.add(client_ca.der().clone()).unwrap();
+        let mandatory: ClientAuth = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let opts = serving_options(dir.path());
+        // A client without a certificate is refused when one is required...
+        let config = serving_config(&opts, Some(&mandatory)).unwrap();
+        assert!(served_cert(config, "localhost", ALL_VERSIONS).is_err());
+        let source =
+            ReloadingServerConfig::new(opts.clone(), Some(Arc::clone(&mandatory))).unwrap();
+        assert!(served_cert(source.current(), "localhost", ALL_VERSIONS).is_err());
+        // ...and accepted when none is asked for.
+        let plain = ReloadingServerConfig::new(opts, None).unwrap();
+        assert!(served_cert(plain.current(), "localhost", ALL_VERSIONS).is_ok());
     }
 }
