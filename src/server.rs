@@ -88,7 +88,6 @@ pub struct Components {
     /// metrics-server's probes over these components; its `shutdown` check fails once
     /// shutdown begins.
     pub health: Arc<Health>,
-    pub resolution: Duration,
 }
 
 impl Components {
@@ -116,7 +115,6 @@ impl Components {
             store,
             scrape_stats,
             health: Arc::new(health),
-            resolution,
         }
     }
 
