@@ -81,7 +81,14 @@ fn kubectl_discovery_and_forbidden_messages() {
             .iter()
             .map(|g| g["name"].as_str().unwrap())
             .collect();
-        assert_eq!(groups, ["authentication.k8s.io", "authorization.k8s.io"]);
+        assert_eq!(
+            groups,
+            [
+                "authentication.k8s.io",
+                "authorization.k8s.io",
+                "coordination.k8s.io"
+            ]
+        );
         let v1: serde_json::Value = serde_json::from_str(&stdout(&sim.kubectl(
             kubectl,
             "kubeconfig",
@@ -94,7 +101,14 @@ fn kubectl_discovery_and_forbidden_messages() {
             "kubeconfig",
             &["api-resources", "--no-headers", "-o", "name"],
         ));
-        for r in ["pods", "nodes", "namespaces", "configmaps", "tokenreviews"] {
+        for r in [
+            "pods",
+            "nodes",
+            "namespaces",
+            "configmaps",
+            "tokenreviews",
+            "leases",
+        ] {
             assert!(
                 resources.lines().any(|l| l.split('.').next() == Some(r)),
                 "{r} missing: {resources}"

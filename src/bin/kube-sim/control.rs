@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::aggregator::Aggregator;
 use crate::apiserver::request::{Query, query_get};
+use crate::apiserver::write;
 use crate::kubelet::{Fault, Kubelets};
 use crate::model::{Change, Model};
 use crate::objects::{Kind, ListRequest, Object, Store};
@@ -163,7 +164,7 @@ impl Control {
                     self.store.upsert(Object::Pod(pod)).map(|_| ())
                 }
                 Change::DeletePod { namespace, name } => {
-                    self.store.delete(Kind::Pod, &namespace, &name);
+                    self.delete_pod_as_owner(&namespace, &name);
                     summary.push(format!("deleted pod {namespace}/{name}"));
                     Ok(())
                 }
@@ -174,6 +175,52 @@ impl Control {
             self.changes_applied.fetch_add(1, Ordering::Relaxed);
         }
         summary
+    }
+
+    /// Deletes a pod the model has let go, as a real cluster does: its owner deletes it
+    /// gracefully (MODIFIED with `deletionTimestamp`) and its kubelet, here kube-sim's own,
+    /// finishes the deletion with grace 0 (DELETED). A pod whose node is already gone is
+    /// force-deleted, as the pod garbage collector does with orphans.
+    fn delete_pod_as_owner(&self, namespace: &str, name: &str) {
+        let orphan = self
+            .store
+            .get(Kind::Pod, namespace, name)
+            .and_then(|p| p.field(Kind::Pod, "spec.nodeName").map(str::to_string))
+            .is_none_or(|node| self.store.get(Kind::Node, "", &node).is_none());
+        let opts = write::DeleteOptions {
+            grace_period: orphan.then_some(0),
+            ..Default::default()
+        };
+        match write::delete_pod(&self.store, namespace, name, &opts) {
+            Ok(d) if !d.gone => {
+                if write::finalize_pod(&self.store, namespace, name).is_err() {
+                    tracing::warn!(pod = %format!("{namespace}/{name}"), "finishing a pod deletion failed");
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tracing::debug!(pod = %format!("{namespace}/{name}"), "pod already gone"),
+        }
+    }
+
+    /// Called when the API server has marked a pod for graceful deletion. If the pod is on a
+    /// node kube-sim simulates, kube-sim is its kubelet: the model stops the pod and the
+    /// deletion is finished with grace 0. A pod bound to a node that does not exist is
+    /// finished by the pod garbage collector, at once. Otherwise the pod's own kubelet (an
+    /// external kube-sim) finishes it.
+    pub fn pod_terminating(&self, namespace: &str, name: &str) {
+        let node = self
+            .store
+            .get(Kind::Pod, namespace, name)
+            .and_then(|p| p.field(Kind::Pod, "spec.nodeName").map(str::to_string))
+            .unwrap_or_default();
+        let ours = self.model.node_id(&node).is_some();
+        let orphan = self.store.get(Kind::Node, "", &node).is_none();
+        if ours {
+            let _ = self.model.delete_pod(namespace, name);
+        }
+        if (ours || orphan) && write::finalize_pod(&self.store, namespace, name).is_err() {
+            tracing::warn!(pod = %format!("{namespace}/{name}"), "finishing a pod deletion failed");
+        }
     }
 
     /// A Running pod chosen by the control's random stream.

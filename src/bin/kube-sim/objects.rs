@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use metrics_bridge::cluster::LabelSet;
 use metrics_bridge::selector::{FieldSelector, LabelSelector};
@@ -48,10 +49,18 @@ pub enum Kind {
     Node,
     Pod,
     ConfigMap,
+    /// `coordination.k8s.io/v1` Lease: the node heartbeats of `kube-node-lease`.
+    Lease,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Namespace, Kind::Node, Kind::Pod, Kind::ConfigMap];
+    pub const ALL: [Kind; 5] = [
+        Kind::Namespace,
+        Kind::Node,
+        Kind::Pod,
+        Kind::ConfigMap,
+        Kind::Lease,
+    ];
 
     fn index(self) -> usize {
         match self {
@@ -59,6 +68,7 @@ impl Kind {
             Kind::Node => 1,
             Kind::Pod => 2,
             Kind::ConfigMap => 3,
+            Kind::Lease => 4,
         }
     }
 
@@ -69,6 +79,23 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Pod => "Pod",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Lease => "Lease",
+        }
+    }
+
+    /// The API group (empty for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::Lease => "coordination.k8s.io",
+            _ => "",
+        }
+    }
+
+    /// The `apiVersion` of objects and lists of this kind.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Lease => "coordination.k8s.io/v1",
+            _ => "v1",
         }
     }
 
@@ -79,6 +106,7 @@ impl Kind {
             Kind::Node => "nodes",
             Kind::Pod => "pods",
             Kind::ConfigMap => "configmaps",
+            Kind::Lease => "leases",
         }
     }
 
@@ -88,15 +116,19 @@ impl Kind {
             Kind::Node => "node",
             Kind::Pod => "pod",
             Kind::ConfigMap => "configmap",
+            Kind::Lease => "lease",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        matches!(self, Kind::Pod | Kind::ConfigMap)
+        matches!(self, Kind::Pod | Kind::ConfigMap | Kind::Lease)
     }
 
-    pub fn from_resource(resource: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.resource() == resource)
+    /// The kind served as `resource` in `group` (version v1 for both served groups).
+    pub fn from_group_resource(group: &str, resource: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.resource() == resource)
     }
 
     /// The field selectors kube-apiserver accepts for this kind (its field label conversion
@@ -118,7 +150,7 @@ impl Kind {
                 "status.podIPs",
                 "status.nominatedNodeName",
             ],
-            Kind::ConfigMap => &["metadata.name", "metadata.namespace"],
+            Kind::ConfigMap | Kind::Lease => &["metadata.name", "metadata.namespace"],
         }
     }
 
@@ -134,7 +166,8 @@ impl Kind {
                 continue;
             }
             return Err(match self {
-                Kind::ConfigMap => format!(
+                // Kinds without their own conversion function use the default one.
+                Kind::ConfigMap | Kind::Lease => format!(
                     "{:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
                     r.field
                 ),
@@ -251,6 +284,27 @@ struct KindStore {
     notify: tokio::sync::watch::Sender<u64>,
 }
 
+/// What a [`Store::modify`] decision does.
+// Short-lived, like `Object`.
+#[allow(clippy::large_enum_variant)]
+pub enum Mutation {
+    /// Store this object, creating or replacing it.
+    Put(Object),
+    /// Delete the object (nothing if there is none).
+    Delete,
+    /// Change nothing.
+    Keep,
+}
+
+/// What a [`Store::modify`] did.
+pub struct Outcome {
+    /// The object as stored now (for a deletion: its last state before it; for a dry run:
+    /// what would have been stored).
+    pub object: Option<Arc<Stored>>,
+    /// The event recorded, if anything changed.
+    pub event: Option<Arc<Event>>,
+}
+
 /// A read of a kind at one revision.
 pub struct Snapshot {
     pub rv: u64,
@@ -287,7 +341,7 @@ pub struct ListRequest<'a> {
 /// The object store.
 pub struct Store {
     revision: AtomicU64,
-    kinds: [KindStore; 4],
+    kinds: [KindStore; 5],
     history: usize,
     interned: Mutex<HashMap<Box<str>, Arc<str>>>,
 }
@@ -357,6 +411,7 @@ pub enum Object {
     Node(Node),
     Pod(Pod),
     ConfigMap(ConfigMap),
+    Lease(Lease),
 }
 
 impl Object {
@@ -366,15 +421,28 @@ impl Object {
             Object::Node(_) => Kind::Node,
             Object::Pod(_) => Kind::Pod,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Lease(_) => Kind::Lease,
         }
     }
 
-    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    /// Decodes an object of `kind` from a parsed document (a request body, a patched object).
+    pub fn from_value(kind: Kind, value: serde_json::Value) -> Result<Object, serde_json::Error> {
+        Ok(match kind {
+            Kind::Namespace => Object::Namespace(serde_json::from_value(value)?),
+            Kind::Node => Object::Node(serde_json::from_value(value)?),
+            Kind::Pod => Object::Pod(serde_json::from_value(value)?),
+            Kind::ConfigMap => Object::ConfigMap(serde_json::from_value(value)?),
+            Kind::Lease => Object::Lease(serde_json::from_value(value)?),
+        })
+    }
+
+    pub fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         match self {
             Object::Namespace(o) => &mut o.metadata,
             Object::Node(o) => &mut o.metadata,
             Object::Pod(o) => &mut o.metadata,
             Object::ConfigMap(o) => &mut o.metadata,
+            Object::Lease(o) => &mut o.metadata,
         }
     }
 
@@ -430,6 +498,7 @@ impl Object {
                 ]
             }
             Object::ConfigMap(o) => vec![s(&o.metadata.name), s(&o.metadata.namespace)],
+            Object::Lease(o) => vec![s(&o.metadata.name), s(&o.metadata.namespace)],
         }
     }
 
@@ -439,6 +508,7 @@ impl Object {
             Object::Node(o) => serde_json::to_vec(o),
             Object::Pod(o) => serde_json::to_vec(o),
             Object::ConfigMap(o) => serde_json::to_vec(o),
+            Object::Lease(o) => serde_json::to_vec(o),
         }
     }
 }
@@ -456,7 +526,7 @@ impl Store {
         };
         Store {
             revision: AtomicU64::new(0),
-            kinds: [kind(), kind(), kind(), kind()],
+            kinds: [kind(), kind(), kind(), kind(), kind()],
             history: history.max(1),
             interned: Mutex::new(HashMap::new()),
         }
@@ -577,6 +647,94 @@ impl Store {
         });
         self.append(ks, &mut st, &event);
         Ok(event)
+    }
+
+    /// Reads, decides and writes one object atomically, as etcd's `GuaranteedUpdate`: `decide`
+    /// sees the current object (or `None`) under the kind's write lock and says what to do.
+    /// A `Put` whose encoding equals the current object's is a no-op (no new revision, no
+    /// event), as kube-apiserver skips writes that change nothing. With `dry_run`, nothing is
+    /// stored and the outcome shows what would have been.
+    pub fn modify<E: From<ObjectsError>>(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+        decide: impl FnOnce(Option<&Arc<Stored>>) -> Result<Mutation, E>,
+    ) -> Result<Outcome, E> {
+        let ks = self.kind(kind);
+        let mut st = write(&ks.state);
+        let key: Key = (Arc::from(namespace), Arc::from(name));
+        let current = st.objects.get(&key).cloned();
+        match decide(current.as_ref())? {
+            Mutation::Keep => Ok(Outcome {
+                object: current,
+                event: None,
+            }),
+            Mutation::Put(obj) => {
+                let at = current.as_ref().map_or(0, |c| c.rv);
+                let encoded = self.encode(obj, at)?;
+                if let Some(cur) = &current
+                    && cur.json == encoded.json
+                {
+                    return Ok(Outcome {
+                        object: current,
+                        event: None,
+                    });
+                }
+                if dry_run {
+                    return Ok(Outcome {
+                        object: Some(Arc::new(encoded)),
+                        event: None,
+                    });
+                }
+                let rv = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
+                let stored = Arc::new(encoded.restamp(rv));
+                let prev = st.objects.insert(stored.key(), Arc::clone(&stored));
+                let event = Arc::new(Event {
+                    rv,
+                    kind: if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
+                    object: Arc::clone(&stored),
+                    prev,
+                });
+                self.append(ks, &mut st, &event);
+                Ok(Outcome {
+                    object: Some(stored),
+                    event: Some(event),
+                })
+            }
+            Mutation::Delete => {
+                let Some(prev) = current else {
+                    return Ok(Outcome {
+                        object: None,
+                        event: None,
+                    });
+                };
+                if dry_run {
+                    return Ok(Outcome {
+                        object: Some(prev),
+                        event: None,
+                    });
+                }
+                st.objects.remove(&key);
+                let rv = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
+                let event = Arc::new(Event {
+                    rv,
+                    kind: EventType::Deleted,
+                    object: Arc::new(prev.restamp(rv)),
+                    prev: Some(Arc::clone(&prev)),
+                });
+                self.append(ks, &mut st, &event);
+                Ok(Outcome {
+                    object: Some(prev),
+                    event: Some(event),
+                })
+            }
+        }
     }
 
     /// Deletes an object, recording a DELETED event; `None` if it did not exist.

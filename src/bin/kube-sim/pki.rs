@@ -99,7 +99,7 @@ fn generate_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
     }
 }
 
-fn random_bytes(bytes: &mut [u8]) -> Result<(), PkiError> {
+pub fn random_bytes(bytes: &mut [u8]) -> Result<(), PkiError> {
     rustls::crypto::ring::default_provider()
         .secure_random
         .fill(bytes)

@@ -15,6 +15,14 @@ pub struct ResourceDesc {
     pub verbs: &'static [&'static str],
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
+    pub subresources: &'static [SubresourceDesc],
+}
+
+/// A subresource of a served resource (`pods/status`, `pods/binding`).
+pub struct SubresourceDesc {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
 }
 
 /// One served group version.
@@ -25,8 +33,24 @@ pub struct GroupVersion {
     pub resources: &'static [ResourceDesc],
 }
 
-const READ: &[&str] = &["get", "list", "watch"];
 const CREATE: &[&str] = &["create"];
+/// The verbs of a fully served kind, in kube-apiserver's order.
+const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const STATUS: SubresourceDesc = SubresourceDesc {
+    name: "status",
+    kind: "",
+    verbs: &["get", "patch", "update"],
+};
+const NONE: &[SubresourceDesc] = &[];
 
 /// Everything kube-sim itself serves (aggregated groups come on top).
 pub const BUILTIN: &[GroupVersion] = &[
@@ -39,36 +63,49 @@ pub const BUILTIN: &[GroupVersion] = &[
                 singular: "configmap",
                 kind: "ConfigMap",
                 namespaced: true,
-                verbs: READ,
+                verbs: ALL_VERBS,
                 short_names: &["cm"],
                 categories: &[],
+                subresources: NONE,
             },
             ResourceDesc {
                 name: "namespaces",
                 singular: "namespace",
                 kind: "Namespace",
                 namespaced: false,
-                verbs: READ,
+                verbs: &[
+                    "create", "delete", "get", "list", "patch", "update", "watch",
+                ],
                 short_names: &["ns"],
                 categories: &[],
+                subresources: &[STATUS],
             },
             ResourceDesc {
                 name: "nodes",
                 singular: "node",
                 kind: "Node",
                 namespaced: false,
-                verbs: READ,
+                verbs: ALL_VERBS,
                 short_names: &["no"],
                 categories: &[],
+                subresources: &[STATUS],
             },
             ResourceDesc {
                 name: "pods",
                 singular: "pod",
                 kind: "Pod",
                 namespaced: true,
-                verbs: READ,
+                verbs: ALL_VERBS,
                 short_names: &["po"],
                 categories: &["all"],
+                subresources: &[
+                    SubresourceDesc {
+                        name: "binding",
+                        kind: "Binding",
+                        verbs: CREATE,
+                    },
+                    STATUS,
+                ],
             },
         ],
     },
@@ -84,6 +121,7 @@ pub const BUILTIN: &[GroupVersion] = &[
                 verbs: CREATE,
                 short_names: &[],
                 categories: &[],
+                subresources: NONE,
             },
             ResourceDesc {
                 name: "tokenreviews",
@@ -93,6 +131,7 @@ pub const BUILTIN: &[GroupVersion] = &[
                 verbs: CREATE,
                 short_names: &[],
                 categories: &[],
+                subresources: NONE,
             },
         ],
     },
@@ -108,6 +147,7 @@ pub const BUILTIN: &[GroupVersion] = &[
                 verbs: CREATE,
                 short_names: &[],
                 categories: &[],
+                subresources: NONE,
             },
             ResourceDesc {
                 name: "selfsubjectaccessreviews",
@@ -117,6 +157,7 @@ pub const BUILTIN: &[GroupVersion] = &[
                 verbs: CREATE,
                 short_names: &[],
                 categories: &[],
+                subresources: NONE,
             },
             ResourceDesc {
                 name: "subjectaccessreviews",
@@ -126,8 +167,23 @@ pub const BUILTIN: &[GroupVersion] = &[
                 verbs: CREATE,
                 short_names: &[],
                 categories: &[],
+                subresources: NONE,
             },
         ],
+    },
+    GroupVersion {
+        group: "coordination.k8s.io",
+        version: "v1",
+        resources: &[ResourceDesc {
+            name: "leases",
+            singular: "lease",
+            kind: "Lease",
+            namespaced: true,
+            verbs: ALL_VERBS,
+            short_names: &[],
+            categories: &[],
+            subresources: NONE,
+        }],
     },
 ];
 
@@ -208,26 +264,38 @@ pub fn api_group(group: &str, aggregated: &[AggregatedGroup]) -> Option<Value> {
 
 /// `/api/v1` or `/apis/GROUP/VERSION` for a builtin group version (legacy `APIResourceList`).
 pub fn resource_list(gv: &GroupVersion) -> Value {
-    let resources: Vec<Value> = gv
-        .resources
-        .iter()
-        .map(|r| {
-            let mut v = json!({
-                "name": r.name,
-                "singularName": r.singular,
+    let mut resources: Vec<Value> = Vec::new();
+    for r in gv.resources {
+        let mut v = json!({
+            "name": r.name,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": r.verbs,
+        });
+        if !r.short_names.is_empty() {
+            v["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            v["categories"] = json!(r.categories);
+        }
+        resources.push(v);
+        // Subresources follow their resource as `resource/sub`, with an empty singular name.
+        for sub in r.subresources {
+            let mut s = json!({
+                "name": format!("{}/{}", r.name, sub.name),
+                "singularName": "",
                 "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": r.verbs,
+                "kind": if sub.kind.is_empty() { r.kind } else { sub.kind },
+                "verbs": sub.verbs,
             });
-            if !r.short_names.is_empty() {
-                v["shortNames"] = json!(r.short_names);
+            if sub.kind == "Binding" {
+                s["group"] = json!("");
+                s["version"] = json!("v1");
             }
-            if !r.categories.is_empty() {
-                v["categories"] = json!(r.categories);
-            }
-            v
-        })
-        .collect();
+            resources.push(s);
+        }
+    }
     if gv.group.is_empty() {
         json!({"kind": "APIResourceList", "groupVersion": gv.version, "resources": resources})
     } else {
@@ -258,6 +326,19 @@ fn aggregated_resources(gv: &GroupVersion) -> Value {
                 }
                 if !r.categories.is_empty() {
                     v["categories"] = json!(r.categories);
+                }
+                if !r.subresources.is_empty() {
+                    v["subresources"] = r
+                        .subresources
+                        .iter()
+                        .map(|sub| {
+                            json!({
+                                "subresource": sub.name,
+                                "responseKind": {"group": "", "version": "", "kind": if sub.kind.is_empty() { r.kind } else { sub.kind }},
+                                "verbs": sub.verbs,
+                            })
+                        })
+                        .collect();
                 }
                 v
             })
@@ -418,6 +499,7 @@ mod tests {
             [
                 "authentication.k8s.io",
                 "authorization.k8s.io",
+                "coordination.k8s.io",
                 "metrics.k8s.io"
             ]
         );
@@ -426,9 +508,34 @@ mod tests {
         assert_eq!(pods["resource"], "pods");
         assert_eq!(pods["scope"], "Namespaced");
         assert_eq!(pods["responseKind"]["kind"], "Pod");
+        assert_eq!(pods["subresources"][0]["subresource"], "binding");
+        assert_eq!(
+            pods["subresources"][1]["verbs"],
+            json!(["get", "patch", "update"])
+        );
+        let legacy = resource_list(builtin("", "v1").unwrap());
+        let names: Vec<&str> = legacy["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "configmaps",
+                "namespaces",
+                "namespaces/status",
+                "nodes",
+                "nodes/status",
+                "pods",
+                "pods/binding",
+                "pods/status"
+            ]
+        );
         let list = api_group_list(&agg);
         assert_eq!(
-            list["groups"][2]["preferredVersion"]["groupVersion"],
+            list["groups"][3]["preferredVersion"]["groupVersion"],
             "metrics.k8s.io/v1beta1"
         );
     }

@@ -8,10 +8,12 @@
 
 mod discovery;
 mod negotiate;
+mod patch;
 pub mod request;
 mod resources;
 mod reviews;
 mod table;
+pub mod write;
 
 pub use discovery::{AggregatedGroup, AggregatedVersion, legacy_to_aggregated};
 
@@ -278,13 +280,13 @@ async fn serve_resource(
     body: Body,
 ) -> Response {
     match (info.group.as_str(), info.version.as_str()) {
-        ("", "v1") => {}
+        ("", "v1") | ("coordination.k8s.io", "v1") => {}
         ("authentication.k8s.io", "v1") | ("authorization.k8s.io", "v1") => {
             return serve_review(api, method, info, user, content_type, body).await;
         }
         _ => return Status::path_not_found().into_response(),
     }
-    let Some(kind) = Kind::from_resource(&info.resource) else {
+    let Some(kind) = Kind::from_group_resource(&info.group, &info.resource) else {
         return Status::path_not_found().into_response();
     };
     // Namespaced kinds are served cluster-wide (list/watch) or under a namespace; cluster
@@ -297,15 +299,26 @@ async fn serve_resource(
     if cluster_path_for_namespaced || namespaced_path_for_cluster || info.parts.len() > 3 {
         return Status::path_not_found().into_response();
     }
-    if !info.subresource.is_empty() && info.subresource != "status" {
+    let subresource_served = match info.subresource.as_str() {
+        "" => true,
+        "status" => matches!(kind, Kind::Pod | Kind::Node | Kind::Namespace),
+        "binding" => kind == Kind::Pod,
+        _ => false,
+    };
+    if !subresource_served {
         return Status::path_not_found().into_response();
     }
     let watch_path = info.path.contains("/watch/");
     match info.verb.as_str() {
-        "get" => resources::get(api, kind, info, accept, query).await,
+        "get" if info.subresource != "binding" => {
+            resources::get(api, kind, info, accept, query).await
+        }
         "list" => resources::list(api, kind, info, accept, query).await,
         "watch" => resources::watch(api, kind, info, accept, query, watch_path).await,
-        verb => Status::method_not_supported("", kind.resource(), verb).into_response(),
+        "create" | "update" | "patch" | "delete" | "deletecollection" if !watch_path => {
+            write::serve(api, kind, info, query, content_type, body).await
+        }
+        verb => Status::method_not_supported(kind.group(), kind.resource(), verb).into_response(),
     }
 }
 

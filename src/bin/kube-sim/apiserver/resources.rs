@@ -89,7 +89,7 @@ pub fn negotiate(accept: Option<&str>, list: bool, query: &Query) -> Result<Repr
     ]))
 }
 
-fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+pub(super) fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
     let mut res = (status, body.into()).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -161,7 +161,8 @@ fn table_json<'a>(
 
 /// The `continue` token kube-apiserver's etcd storage issues: base64url (unpadded) of
 /// `{"v":"meta.k8s.io/v1","rv":N,"start":"KEY\u0000"}` with the key relative to the resource.
-fn encode_continue(rv: u64, key: &Key) -> String {
+/// `rv` -1 (only in the token of an expired-continue 410) continues at the latest revision.
+fn encode_continue(rv: i64, key: &Key) -> String {
     let start = if key.0.is_empty() {
         format!("{}\u{0}", key.1)
     } else {
@@ -171,13 +172,20 @@ fn encode_continue(rv: u64, key: &Key) -> String {
     base64url(doc.to_string().as_bytes())
 }
 
-fn decode_continue(token: &str, kind: Kind) -> Result<(u64, Key), String> {
+/// Decodes a continue token as `storage.DecodeContinue`: the revision to list at (`None` for
+/// the latest, a token's `-1`) and the key to continue after.
+fn decode_continue(token: &str, kind: Kind) -> Result<(Option<u64>, Key), String> {
+    const BAD_RV: &str = "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)";
     let raw = base64url_decode(token).ok_or("illegal base64 data")?;
     let doc: Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
     if doc["v"] != "meta.k8s.io/v1" {
-        return Err("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into());
+        return Err(BAD_RV.into());
     }
-    let rv = doc["rv"].as_u64().filter(|rv| *rv > 0).ok_or("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")?;
+    let rv = match doc["rv"].as_i64() {
+        Some(rv) if rv > 0 => Some(rv as u64),
+        Some(rv) if rv < 0 => None,
+        _ => return Err(BAD_RV.into()),
+    };
     let start = doc["start"]
         .as_str()
         .ok_or("continue key is not valid: no start key")?;
@@ -381,6 +389,18 @@ fn expired(requested: u64, oldest: u64) -> Status {
 
 const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
+/// The 410 for a continue token whose revision was compacted, as etcd3's
+/// `handleCompactedErrorForPaging`: its `metadata.continue` holds a token for the same key at
+/// revision -1, which continues the list at the latest revision (inconsistently, as the
+/// message says).
+fn continue_expired(key: &Key) -> Response {
+    let status = Status::gone(CONTINUE_EXPIRED);
+    let code = status.status_code();
+    let mut body = serde_json::to_value(&status).unwrap_or(Value::Null);
+    body["metadata"] = json!({"continue": encode_continue(-1, key)});
+    json_response(code, body.to_string())
+}
+
 /// Waits (up to 3 s, as the watch cache does) for `kind` to reach revision `rv`.
 async fn wait_for_revision(store: &Store, kind: Kind, rv: u64) -> Result<(), Status> {
     if store.revision() >= rv {
@@ -417,7 +437,7 @@ pub async fn get(
         ""
     };
     let Some(obj) = api.store.get(kind, ns, &info.name) else {
-        return Status::not_found("", kind.resource(), &info.name).into_response();
+        return Status::not_found(kind.group(), kind.resource(), &info.name).into_response();
     };
     match repr {
         Repr::Table(v, include) => {
@@ -463,7 +483,7 @@ pub async fn list(
         }
         match decode_continue(&opts.continue_, kind) {
             Ok((rv, key)) => {
-                at = Some(rv);
+                at = rv;
                 after = Some(key);
             }
             Err(e) => return Status::bad_request(e).into_response(),
@@ -495,10 +515,9 @@ pub async fn list(
     let snap = match store.list(kind, &req) {
         Ok(s) => s,
         Err(ReadError::Expired { requested, oldest }) => {
-            return if opts.continue_.is_empty() {
-                expired(requested, oldest).into_response()
-            } else {
-                Status::gone(CONTINUE_EXPIRED).into_response()
+            return match &req.after {
+                None => expired(requested, oldest).into_response(),
+                Some(key) => continue_expired(key),
             };
         }
         Err(ReadError::TooLarge { requested, current }) => {
@@ -507,7 +526,7 @@ pub async fn list(
     };
     let mut list_meta = json!({"resourceVersion": snap.rv.to_string()});
     if let Some(key) = &snap.continue_after {
-        list_meta["continue"] = json!(encode_continue(snap.rv, key));
+        list_meta["continue"] = json!(encode_continue(snap.rv as i64, key));
     }
     if let Some(n) = snap.remaining {
         list_meta["remainingItemCount"] = json!(n);
@@ -530,7 +549,10 @@ pub async fn list(
                     "PartialObjectMetadataList".to_string(),
                     format!("meta.k8s.io/{v}"),
                 ),
-                _ => (format!("{}List", kind.kind()), "v1".to_string()),
+                _ => (
+                    format!("{}List", kind.kind()),
+                    kind.api_version().to_string(),
+                ),
             };
             let head = format!(
                 "{{\"kind\":\"{list_kind}\",\"apiVersion\":\"{api_version}\",\"metadata\":{list_meta},\"items\":["
@@ -709,7 +731,7 @@ impl Watcher {
 
     fn push_bookmark(&self, out: &mut Vec<u8>, rv: u64, initial_end: bool) {
         let (kind, api_version) = match self.repr {
-            Repr::Json => (self.kind.kind(), "v1".to_string()),
+            Repr::Json => (self.kind.kind(), self.kind.api_version().to_string()),
             Repr::Metadata(v) => ("PartialObjectMetadata", format!("meta.k8s.io/{v}")),
             Repr::Table(v, _) => ("Table", format!("meta.k8s.io/{v}")),
         };
@@ -851,7 +873,16 @@ mod tests {
         let t = encode_continue(42, &key);
         assert!(!t.contains('='));
         let (rv, k) = decode_continue(&t, Kind::Pod).unwrap();
-        assert_eq!(rv, 42);
+        assert_eq!(rv, Some(42));
+        let (rv, _) = decode_continue(&encode_continue(-1, &key), Kind::Pod).unwrap();
+        assert_eq!(rv, None, "-1 continues at the latest revision");
+        assert!(
+            decode_continue(
+                &base64url(br#"{"v":"meta.k8s.io/v1","rv":0,"start":"a/b\u0000"}"#),
+                Kind::Pod
+            )
+            .is_err()
+        );
         assert_eq!(k, key);
         let node: Key = (Arc::from(""), Arc::from("node-1"));
         let (_, k) = decode_continue(&encode_continue(7, &node), Kind::Node).unwrap();

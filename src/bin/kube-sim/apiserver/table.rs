@@ -9,6 +9,7 @@
 
 use std::time::SystemTime;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use serde_json::{Value, json};
 
@@ -125,6 +126,17 @@ fn columns(kind: Kind) -> &'static [Column] {
                 "",
                 0,
                 "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.",
+            ),
+            ("Age", "string", "", 0, AGE_DOC),
+        ],
+        Kind::Lease => &[
+            ("Name", "string", "name", 0, NAME_DOC),
+            (
+                "Holder",
+                "string",
+                "",
+                0,
+                "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.",
             ),
             ("Age", "string", "", 0, AGE_DOC),
         ],
@@ -452,6 +464,22 @@ pub fn row(
                     json!(cm.metadata.name.clone().unwrap_or_default()),
                     json!(n),
                     json!(since(cm.metadata.creation_timestamp.as_ref(), now)),
+                ],
+                None,
+            )
+        }
+        Kind::Lease => {
+            let lease: Lease = serde_json::from_slice(&obj.json)?;
+            let holder = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default();
+            (
+                vec![
+                    json!(lease.metadata.name.clone().unwrap_or_default()),
+                    json!(holder),
+                    json!(since(lease.metadata.creation_timestamp.as_ref(), now)),
                 ],
                 None,
             )
