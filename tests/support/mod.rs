@@ -103,6 +103,29 @@ impl KubeSim {
         }
     }
 
+    /// Stops kube-sim with SIGTERM, as a service manager would, and waits (up to 120 s) for
+    /// it to exit; its exit status and stderr.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-sim did not exit within 120 s of SIGTERM; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -126,6 +126,23 @@ impl Authenticator {
             vec!["JTI=7b4a3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d".into()],
         );
         tokens.insert(pki.tokens.hpa.clone(), hpa);
+        tokens.insert(
+            pki.tokens.admin.clone(),
+            UserInfo::new(
+                "kubernetes-admin",
+                &["system:masters", "system:authenticated"],
+            ),
+        );
+        let mut external = UserInfo::service_account(
+            "kube-system",
+            "kube-sim",
+            "1c7e9a44-5d3b-4f0e-a2c8-9e6b1d4f7a02",
+        );
+        external.extra.insert(
+            "authentication.kubernetes.io/credential-id".into(),
+            vec!["JTI=5e2d8c1a-7b4f-4a6e-9d3c-2f1e8b7a6c05".into()],
+        );
+        tokens.insert(pki.tokens.external.clone(), external);
         Authenticator {
             pki,
             tokens,
@@ -144,30 +161,7 @@ impl Authenticator {
         &self,
         chain: &[rustls_pki_types::CertificateDer<'static>],
     ) -> Result<UserInfo, String> {
-        self.pki.current().client_bundle.verify(chain)?;
-        let leaf = chain.first().ok_or("no certificate")?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
-        let subject = cert.subject();
-        let username = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        if username.is_empty() {
-            return Err("the certificate has no common name".into());
-        }
-        let mut groups: Vec<String> = subject
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok().map(str::to_string))
-            .collect();
-        groups.push("system:authenticated".into());
-        Ok(UserInfo {
-            username,
-            uid: String::new(),
-            groups,
-            extra: BTreeMap::new(),
-        })
+        certificate_user(&self.pki.current().client_bundle, chain)
     }
 
     /// Authenticates a request by its connection's client certificate and its
@@ -199,9 +193,41 @@ impl Authenticator {
     }
 }
 
+/// The user a client certificate chain names, as kube-apiserver's x509 authenticator: the
+/// chain must verify against `bundle`; user = CN, groups = O plus `system:authenticated`.
+pub fn certificate_user(
+    bundle: &crate::pki::ClientCaBundle,
+    chain: &[rustls_pki_types::CertificateDer<'static>],
+) -> Result<UserInfo, String> {
+    bundle.verify(chain)?;
+    let leaf = chain.first().ok_or("no certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
+    let subject = cert.subject();
+    let username = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if username.is_empty() {
+        return Err("the certificate has no common name".into());
+    }
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    groups.push("system:authenticated".into());
+    Ok(UserInfo {
+        username,
+        uid: String::new(),
+        groups,
+        extra: BTreeMap::new(),
+    })
+}
+
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, as
 /// k8s.io/apiserver's bearer-token authenticator).
-fn bearer(value: &http::HeaderValue) -> Option<&str> {
+pub fn bearer(value: &http::HeaderValue) -> Option<&str> {
     let s = value.to_str().ok()?.trim();
     let (scheme, token) = s.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -321,9 +347,71 @@ const METRICS_BRIDGE: Subject = Subject::ServiceAccount {
     name: "metrics-bridge",
 };
 
+/// The Role `extension-apiserver-authentication-reader` of kube-system.
+const AUTH_READER: &[Rule] = &[Rule {
+    verbs: &["get", "list", "watch"],
+    api_groups: &[""],
+    resources: &["configmaps"],
+    resource_names: &["extension-apiserver-authentication"],
+    non_resource_urls: NONE,
+}];
+
+const KUBE_SIM: Subject = Subject::ServiceAccount {
+    namespace: "kube-system",
+    name: "kube-sim",
+};
+
+/// What a kube-sim with `--external-apiserver` does to a cluster: its kubelets register and
+/// heartbeat nodes, it creates, binds, updates and deletes its pods (and the namespaces it
+/// lacks), and its kubelets review tokens and requests. This is the ClusterRole
+/// `kube-sim:external` of `docs/kube-sim.md`.
+pub const EXTERNAL_RULES: &[Rule] = &[
+    rule(
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ],
+        &[""],
+        &["nodes", "pods"],
+    ),
+    rule(
+        &["patch", "update"],
+        &[""],
+        &["nodes/status", "pods/status"],
+    ),
+    rule(&["create"], &[""], &["pods/binding"]),
+    rule(&["create", "delete", "get", "list"], &[""], &["namespaces"]),
+    rule(
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "update",
+            "watch",
+        ],
+        &["coordination.k8s.io"],
+        &["leases"],
+    ),
+    rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+    rule(
+        &["create"],
+        &["authorization.k8s.io"],
+        &["subjectaccessreviews"],
+    ),
+];
+
 /// kube-sim's whole authorization policy. The first eleven bindings reproduce a kubeadm
 /// cluster's bootstrap policy and what metrics-server's `components.yaml` installs (with the
-/// service account `metrics-bridge`); `kube-sim:viewer` is the test user.
+/// service account `metrics-bridge`); `kube-sim:external` binds [`EXTERNAL_RULES`] to the
+/// identity another kube-sim uses to put its nodes here; `kube-sim:viewer` is the test user.
 pub const POLICY: &[Binding] = &[
     Binding {
         name: "cluster-admin",
@@ -421,13 +509,7 @@ pub const POLICY: &[Binding] = &[
         role_kind: "Role",
         role: "extension-apiserver-authentication-reader",
         subjects: &[METRICS_BRIDGE],
-        rules: &[Rule {
-            verbs: &["get", "list", "watch"],
-            api_groups: &[""],
-            resources: &["configmaps"],
-            resource_names: &["extension-apiserver-authentication"],
-            non_resource_urls: NONE,
-        }],
+        rules: AUTH_READER,
     },
     Binding {
         name: "system:controller:horizontal-pod-autoscaler",
@@ -456,6 +538,22 @@ pub const POLICY: &[Binding] = &[
             &[""],
             &["endpoints", "services"],
         )],
+    },
+    Binding {
+        name: "kube-sim:external",
+        namespace: None,
+        role_kind: "ClusterRole",
+        role: "kube-sim:external",
+        subjects: &[KUBE_SIM],
+        rules: EXTERNAL_RULES,
+    },
+    Binding {
+        name: "kube-sim:external:auth-reader",
+        namespace: Some("kube-system"),
+        role_kind: "Role",
+        role: "extension-apiserver-authentication-reader",
+        subjects: &[KUBE_SIM],
+        rules: AUTH_READER,
     },
     Binding {
         name: "kube-sim:viewer",
@@ -726,7 +824,50 @@ mod tests {
         let agg = UserInfo::new("system:kube-aggregator", &["system:authenticated"]);
         let anon = UserInfo::anonymous();
         let other_sa = UserInfo::service_account("default", "metrics-bridge", "");
+        let sim = UserInfo::service_account("kube-system", "kube-sim", "");
         let cases: &[(&UserInfo, Attributes, bool)] = &[
+            (
+                &sim,
+                res("create", "", "pods", "binding", "team-a", "p"),
+                true,
+            ),
+            (&sim, res("patch", "", "nodes", "status", "", "n1"), true),
+            (
+                &sim,
+                res("deletecollection", "", "pods", "", "team-a", ""),
+                true,
+            ),
+            (
+                &sim,
+                res(
+                    "update",
+                    "coordination.k8s.io",
+                    "leases",
+                    "",
+                    "kube-node-lease",
+                    "n1",
+                ),
+                true,
+            ),
+            (&sim, res("create", "", "namespaces", "", "", ""), true),
+            (&sim, res("get", "", "nodes", "metrics", "", "n1"), false),
+            (
+                &sim,
+                res("create", "", "configmaps", "", "kube-system", ""),
+                false,
+            ),
+            (
+                &sim,
+                res(
+                    "get",
+                    "",
+                    "configmaps",
+                    "",
+                    "kube-system",
+                    "extension-apiserver-authentication",
+                ),
+                true,
+            ),
             (&admin, res("delete", "", "nodes", "", "", "n1"), true),
             (&admin, path("post", "/sim/pods"), true),
             (

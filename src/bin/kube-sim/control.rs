@@ -33,10 +33,45 @@ use serde_json::{Value, json};
 use crate::aggregator::Aggregator;
 use crate::apiserver::request::{Query, query_get};
 use crate::apiserver::write;
+use crate::auth::Authenticator;
+use crate::external::External;
 use crate::kubelet::{Fault, Kubelets};
 use crate::model::{Change, Model};
 use crate::objects::{Kind, ListRequest, Object, Store};
 use crate::pki::{Pki, WhichCa};
+
+/// Serves the control endpoints on their own HTTPS listener when there is no local API
+/// server (`--external-apiserver`): authenticated and authorized as kube-sim's API server
+/// would (admin client certificate or `admin.token`), plus the health probes.
+pub fn router(control: Arc<Control>, authn: Arc<Authenticator>) -> axum::Router {
+    axum::Router::new()
+        .fallback(serve_control)
+        .with_state((control, authn))
+}
+
+async fn serve_control(
+    axum::extract::State((control, authn)): axum::extract::State<(
+        Arc<Control>,
+        Arc<Authenticator>,
+    )>,
+    req: axum::extract::Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let admitted = match crate::apiserver::admit(&authn, &parts) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let path = parts.uri.path();
+    match path {
+        "/healthz" | "/livez" | "/readyz" => (StatusCode::OK, "ok").into_response(),
+        _ if path == "/sim" || path.starts_with("/sim/") => {
+            control
+                .handle(&parts.method, path, &admitted.query, body)
+                .await
+        }
+        _ => Status::path_not_found().into_response(),
+    }
+}
 
 /// Background rates, per minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -45,13 +80,23 @@ pub struct Rates {
     pub restarts_per_minute: f64,
 }
 
+/// Where the simulation's objects live.
+pub enum Plane {
+    /// kube-sim's own API server.
+    Local {
+        store: Arc<Store>,
+        aggregator: Arc<Aggregator>,
+    },
+    /// A real control plane (`--external-apiserver`).
+    External(Arc<External>),
+}
+
 /// The control plane of the simulation.
 pub struct Control {
     model: Arc<Model>,
-    store: Arc<Store>,
+    plane: Plane,
     kubelets: Arc<Kubelets>,
     pki: Arc<Pki>,
-    aggregator: Arc<Aggregator>,
     server_url: String,
     rates: tokio::sync::watch::Sender<Rates>,
     rng: Mutex<u64>,
@@ -92,20 +137,18 @@ impl Control {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Arc<Model>,
-        store: Arc<Store>,
+        plane: Plane,
         kubelets: Arc<Kubelets>,
         pki: Arc<Pki>,
-        aggregator: Arc<Aggregator>,
         server_url: String,
         rates: Rates,
         seed: u64,
     ) -> Control {
         Control {
             model,
-            store,
+            plane,
             kubelets,
             pki,
-            aggregator,
             server_url,
             rates: tokio::sync::watch::channel(rates).0,
             rng: Mutex::new(seed ^ 0x5851_f42d_4c95_7f2d),
@@ -126,127 +169,138 @@ impl Control {
         z ^ (z >> 31)
     }
 
+    /// The model this control drives.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
     /// Publishes the model's changes: kubelets of new nodes start before their Node object
     /// appears (so a watcher never scrapes a node that is not listening yet), and kubelets of
     /// removed nodes stop after the deletion is published. Returns a summary per change.
     pub async fn apply(&self, changes: Vec<Change>) -> Vec<String> {
         let mut summary = Vec::with_capacity(changes.len());
         for change in changes {
-            let result = match change {
-                Change::UpsertNamespace(ns) => {
-                    let name = ns.metadata.name.clone().unwrap_or_default();
-                    summary.push(format!("namespace {name}"));
-                    self.store.upsert(Object::Namespace(ns)).map(|_| ())
+            if let Change::UpsertNode(node) = &change {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                if !self.kubelets.contains(&name)
+                    && let Some(id) = self.model.node_id(&name)
+                    && let Err(e) = self.kubelets.start(id, None).await
+                {
+                    tracing::error!(node = %name, error = %e, "starting the kubelet failed");
                 }
-                Change::UpsertNode(node) => {
-                    let name = node.metadata.name.clone().unwrap_or_default();
-                    if self.store.get(Kind::Node, "", &name).is_none()
-                        && let Some(id) = self.model.node_id(&name)
-                        && let Err(e) = self.kubelets.start(id, None).await
-                    {
-                        tracing::error!(node = %name, error = %e, "starting the kubelet failed");
-                    }
-                    summary.push(format!("node {name}"));
-                    self.store.upsert(Object::Node(node)).map(|_| ())
-                }
-                Change::DeleteNode { name } => {
-                    self.store.delete(Kind::Node, "", &name);
-                    self.kubelets.remove(&name);
-                    summary.push(format!("deleted node {name}"));
-                    Ok(())
-                }
-                Change::UpsertPod(pod) => {
-                    summary.push(format!(
-                        "pod {}/{}",
-                        pod.metadata.namespace.as_deref().unwrap_or(""),
-                        pod.metadata.name.as_deref().unwrap_or("")
-                    ));
-                    self.store.upsert(Object::Pod(pod)).map(|_| ())
-                }
-                Change::DeletePod { namespace, name } => {
-                    self.delete_pod_as_owner(&namespace, &name);
-                    summary.push(format!("deleted pod {namespace}/{name}"));
-                    Ok(())
-                }
+            }
+            let removed_node = match &change {
+                Change::DeleteNode { name } => Some(name.clone()),
+                _ => None,
             };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "publishing a change failed");
+            let result = match &self.plane {
+                Plane::Local { store, .. } => self.apply_local(store, change),
+                Plane::External(ext) => ext.publish(change).await.map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(line) => summary.push(line),
+                Err(e) => {
+                    tracing::error!(error = %e, "publishing a change failed");
+                    summary.push(format!("failed: {e}"));
+                }
+            }
+            if let Some(name) = removed_node {
+                self.kubelets.remove(&name);
             }
             self.changes_applied.fetch_add(1, Ordering::Relaxed);
         }
         summary
     }
 
-    /// Deletes a pod the model has let go, as a real cluster does: its owner deletes it
-    /// gracefully (MODIFIED with `deletionTimestamp`) and its kubelet, here kube-sim's own,
-    /// finishes the deletion with grace 0 (DELETED). A pod whose node is already gone is
-    /// force-deleted, as the pod garbage collector does with orphans.
-    fn delete_pod_as_owner(&self, namespace: &str, name: &str) {
-        let orphan = self
-            .store
-            .get(Kind::Pod, namespace, name)
-            .and_then(|p| p.field(Kind::Pod, "spec.nodeName").map(str::to_string))
-            .is_none_or(|node| self.store.get(Kind::Node, "", &node).is_none());
-        let opts = write::DeleteOptions {
-            grace_period: orphan.then_some(0),
-            ..Default::default()
-        };
-        match write::delete_pod(&self.store, namespace, name, &opts) {
-            Ok(d) if !d.gone => {
-                if write::finalize_pod(&self.store, namespace, name).is_err() {
-                    tracing::warn!(pod = %format!("{namespace}/{name}"), "finishing a pod deletion failed");
-                }
+    fn apply_local(&self, store: &Store, change: Change) -> Result<String, String> {
+        let err = |e: crate::objects::ObjectsError| e.to_string();
+        match change {
+            Change::UpsertNamespace(ns) => {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                store.upsert(Object::Namespace(ns)).map_err(err)?;
+                Ok(format!("namespace {name}"))
             }
-            Ok(_) => {}
-            Err(_) => tracing::debug!(pod = %format!("{namespace}/{name}"), "pod already gone"),
+            Change::UpsertNode(node) => {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                store.upsert(Object::Node(node)).map_err(err)?;
+                Ok(format!("node {name}"))
+            }
+            Change::DeleteNode { name } => {
+                store.delete(Kind::Node, "", &name);
+                Ok(format!("deleted node {name}"))
+            }
+            Change::UpsertPod(pod) => {
+                let line = format!(
+                    "pod {}/{}",
+                    pod.metadata.namespace.as_deref().unwrap_or(""),
+                    pod.metadata.name.as_deref().unwrap_or("")
+                );
+                store.upsert(Object::Pod(pod)).map_err(err)?;
+                Ok(line)
+            }
+            Change::DeletePod { namespace, name } => {
+                delete_pod_as_owner(store, &namespace, &name);
+                Ok(format!("deleted pod {namespace}/{name}"))
+            }
         }
     }
 
-    /// Called when the API server has marked a pod for graceful deletion. If the pod is on a
-    /// node kube-sim simulates, kube-sim is its kubelet: the model stops the pod and the
+    /// Called when kube-sim's API server has marked a pod for graceful deletion. If the pod is
+    /// on a node kube-sim simulates, kube-sim is its kubelet: the model stops the pod and the
     /// deletion is finished with grace 0. A pod bound to a node that does not exist is
     /// finished by the pod garbage collector, at once. Otherwise the pod's own kubelet (an
     /// external kube-sim) finishes it.
     pub fn pod_terminating(&self, namespace: &str, name: &str) {
-        let node = self
-            .store
+        let Plane::Local { store, .. } = &self.plane else {
+            return;
+        };
+        let node = store
             .get(Kind::Pod, namespace, name)
             .and_then(|p| p.field(Kind::Pod, "spec.nodeName").map(str::to_string))
             .unwrap_or_default();
         let ours = self.model.node_id(&node).is_some();
-        let orphan = self.store.get(Kind::Node, "", &node).is_none();
+        let orphan = store.get(Kind::Node, "", &node).is_none();
         if ours {
             let _ = self.model.delete_pod(namespace, name);
         }
-        if (ours || orphan) && write::finalize_pod(&self.store, namespace, name).is_err() {
+        if (ours || orphan) && write::finalize_pod(store, namespace, name).is_err() {
             tracing::warn!(pod = %format!("{namespace}/{name}"), "finishing a pod deletion failed");
         }
     }
 
     /// A Running pod chosen by the control's random stream.
     fn random_running_pod(&self) -> Option<(String, String)> {
-        let labels = LabelSelector::default();
-        let fields = FieldSelector::parse("status.phase=Running").ok()?;
-        let snap = self
-            .store
-            .list(
-                Kind::Pod,
-                &ListRequest {
-                    namespace: None,
-                    labels: &labels,
-                    fields: &fields,
-                    limit: 0,
-                    after: None,
-                    at: None,
-                },
-            )
-            .ok()?;
-        if snap.items.is_empty() {
-            return None;
-        }
-        let i = (self.next_random() % snap.items.len() as u64) as usize;
-        let p = snap.items.get(i)?;
-        Some((p.namespace.to_string(), p.name.to_string()))
+        let pods: Vec<(String, String)> = match &self.plane {
+            Plane::Local { store, .. } => {
+                let labels = LabelSelector::default();
+                let fields = FieldSelector::parse("status.phase=Running").ok()?;
+                let snap = store
+                    .list(
+                        Kind::Pod,
+                        &ListRequest {
+                            namespace: None,
+                            labels: &labels,
+                            fields: &fields,
+                            limit: 0,
+                            after: None,
+                            at: None,
+                        },
+                    )
+                    .ok()?;
+                let i = (self.next_random() % snap.items.len().max(1) as u64) as usize;
+                let p = snap.items.get(i)?;
+                return Some((p.namespace.to_string(), p.name.to_string()));
+            }
+            Plane::External(_) => self
+                .model
+                .expected(SystemTime::now())
+                .pods
+                .into_iter()
+                .map(|p| (p.namespace, p.name))
+                .collect(),
+        };
+        let i = (self.next_random() % pods.len().max(1) as u64) as usize;
+        pods.into_iter().nth(i)
     }
 
     /// Runs pod churn and container restarts at the current rates until `shutdown`.
@@ -383,12 +437,12 @@ impl Control {
                 Ok(ok(self.info()))
             }
             ("POST", ["compact"]) => {
-                self.store.compact();
-                Ok(ok(
-                    json!({"compactedAt": self.store.revision().to_string()}),
-                ))
+                let store = self.local_store()?;
+                store.compact();
+                Ok(ok(json!({"compactedAt": store.revision().to_string()})))
             }
             ("POST", ["rotate-ca"]) => {
+                let store = self.local_store()?;
                 let which = match query_get(query, "ca") {
                     Some("client") => WhichCa::Client,
                     Some("front-proxy") => WhichCa::FrontProxy,
@@ -407,7 +461,7 @@ impl Control {
                     .write_rotating(&self.server_url, &cur)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 let cm = crate::apiserver::auth_configmap(&self.pki, SystemTime::now());
-                self.store
+                store
                     .upsert(cm)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 Ok(ok(json!({"generation": cur.generation})))
@@ -426,21 +480,68 @@ impl Control {
         Value::Object(faults)
     }
 
+    /// The local store, or 404 in external mode (where the API is someone else's).
+    fn local_store(&self) -> Result<&Arc<Store>, Status> {
+        match &self.plane {
+            Plane::Local { store, .. } => Ok(store),
+            Plane::External(_) => Err(Status::failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "not available with --external-apiserver: the API server is the external one",
+            )),
+        }
+    }
+
     fn info(&self) -> Value {
         let r = *self.rates.borrow();
-        json!({
+        let mut info = json!({
             "apiserver": self.server_url,
             "kubeletPort": self.kubelets.port(),
             "kubelets": self.kubelets.len(),
-            "nodes": self.store.len(Kind::Node),
-            "pods": self.store.len(Kind::Pod),
-            "resourceVersion": self.store.revision().to_string(),
             "kubeletRequests": self.kubelets.requests(),
+            "kubeletReviews": self.kubelets.reviews(),
             "changesApplied": self.changes_applied.load(Ordering::Relaxed),
             "faults": self.faults_json(),
-            "apiServices": self.aggregator.status(),
             "podsPerMinute": r.pods_per_minute,
             "restartsPerMinute": r.restarts_per_minute,
-        })
+        });
+        match &self.plane {
+            Plane::Local { store, aggregator } => {
+                info["nodes"] = json!(store.len(Kind::Node));
+                info["pods"] = json!(store.len(Kind::Pod));
+                info["resourceVersion"] = json!(store.revision().to_string());
+                info["apiServices"] = aggregator.status();
+            }
+            Plane::External(ext) => {
+                info["nodes"] = json!(self.model.node_ids().len());
+                info["external"] = ext.info();
+                info["pods"] = info["external"]["pods"].clone();
+            }
+        }
+        info
+    }
+}
+
+/// Deletes a pod the model has let go, as a real cluster does: its owner deletes it
+/// gracefully (MODIFIED with `deletionTimestamp`) and its kubelet, here kube-sim's own,
+/// finishes the deletion with grace 0 (DELETED). A pod whose node is already gone is
+/// force-deleted, as the pod garbage collector does with orphans.
+fn delete_pod_as_owner(store: &Store, namespace: &str, name: &str) {
+    let orphan = store
+        .get(Kind::Pod, namespace, name)
+        .and_then(|p| p.field(Kind::Pod, "spec.nodeName").map(str::to_string))
+        .is_none_or(|node| store.get(Kind::Node, "", &node).is_none());
+    let opts = write::DeleteOptions {
+        grace_period: orphan.then_some(0),
+        ..Default::default()
+    };
+    match write::delete_pod(store, namespace, name, &opts) {
+        Ok(d) if !d.gone => {
+            if write::finalize_pod(store, namespace, name).is_err() {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), "finishing a pod deletion failed");
+            }
+        }
+        Ok(_) => {}
+        Err(_) => tracing::debug!(pod = %format!("{namespace}/{name}"), "pod already gone"),
     }
 }

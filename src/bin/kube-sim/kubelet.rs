@@ -30,6 +30,7 @@ use rustls::ServerConfig;
 use crate::auth::{self, Attributes, Authenticator, Authn, ResourceAttributes};
 use crate::model::{Model, NodeId};
 use crate::pki::{self, Pki};
+use crate::webhook;
 
 /// Why a kubelet could not be started or a fault not set.
 #[derive(Debug, thiserror::Error)]
@@ -157,13 +158,24 @@ struct Slot {
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// The last page's size, to size the next buffer.
     last_page: AtomicUsize,
+    /// This kubelet's cache of webhook reviews (unused with local auth).
+    reviews: webhook::Cache,
+}
+
+/// How the kubelets authenticate and authorize requests.
+pub enum KubeletAuth {
+    /// In process, with kube-sim's own authenticator and policy (its own API server).
+    Local(Arc<Authenticator>),
+    /// With TokenReview and SubjectAccessReview against an external API server, as a real
+    /// kubelet's webhook mode.
+    Webhook(Arc<webhook::Webhook>),
 }
 
 /// What every kubelet shares.
 struct Shared {
     model: Arc<Model>,
     pki: Arc<Pki>,
-    authn: Arc<Authenticator>,
+    auth: KubeletAuth,
     port: u16,
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
     /// Requests answered, for `/sim/info`.
@@ -208,12 +220,12 @@ fn text(status: StatusCode, body: impl Into<Body>) -> Response {
 }
 
 impl Kubelets {
-    pub fn new(model: Arc<Model>, pki: Arc<Pki>, authn: Arc<Authenticator>, port: u16) -> Kubelets {
+    pub fn new(model: Arc<Model>, pki: Arc<Pki>, auth: KubeletAuth, port: u16) -> Kubelets {
         Kubelets {
             shared: Arc::new(Shared {
                 model,
                 pki,
-                authn,
+                auth,
                 port,
                 sessions: rustls::server::ServerSessionMemoryCache::new(8192),
                 requests: AtomicU64::new(0),
@@ -231,6 +243,14 @@ impl Kubelets {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// TokenReviews and SubjectAccessReviews sent by the kubelets (webhook mode; 0 otherwise).
+    pub fn reviews(&self) -> u64 {
+        match &self.shared.auth {
+            KubeletAuth::Webhook(w) => w.reviews(),
+            KubeletAuth::Local(_) => 0,
+        }
     }
 
     /// How many kubelets run.
@@ -290,6 +310,7 @@ impl Kubelets {
             tls: RwLock::new(tls),
             stop: Mutex::new(None),
             last_page: AtomicUsize::new(16 * 1024),
+            reviews: webhook::Cache::default(),
         });
         if fault != Some(Fault::Refused) {
             self.listen(&slot).await?;
@@ -363,6 +384,11 @@ impl Kubelets {
         {
             Self::stop_listener(&slot);
         }
+    }
+
+    /// Whether node `name` has a kubelet.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.read().is_ok_and(|b| b.contains_key(name))
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {
@@ -460,25 +486,57 @@ fn subresource(path: &str) -> &'static str {
 async fn handle(State(st): State<KubeletState>, req: Request) -> Response {
     st.shared.requests.fetch_add(1, Ordering::Relaxed);
     let conn = req.extensions().get::<ConnInfo>();
-    let user = match st.shared.authn.authenticate(conn, req.headers()) {
-        Authn::User(u) => u,
-        // kubeadm runs kubelets with anonymous authentication off.
-        Authn::Anonymous(_) | Authn::Failed => {
-            return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    // kubeadm runs kubelets with anonymous authentication off: no credential is 401.
+    let user = match &st.shared.auth {
+        KubeletAuth::Local(authn) => match authn.authenticate(conn, req.headers()) {
+            Authn::User(u) => u,
+            Authn::Anonymous(_) | Authn::Failed => {
+                return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+            }
+        },
+        KubeletAuth::Webhook(w) => {
+            match w.authenticate(&st.slot.reviews, conn, req.headers()).await {
+                webhook::Authenticated::User(u) => u,
+                webhook::Authenticated::Rejected => {
+                    return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+                }
+            }
         }
     };
     let path = req.uri().path();
     let verb = auth::method_verb(req.method());
     let sub = subresource(path);
-    let attrs = Attributes::Resource(ResourceAttributes {
+    let attrs = ResourceAttributes {
         verb: verb.to_string(),
         version: "v1".into(),
         resource: "nodes".into(),
         subresource: sub.to_string(),
         name: st.slot.name.to_string(),
         ..Default::default()
-    });
-    if !auth::authorize(&user, &attrs).allowed {
+    };
+    let allowed = match &st.shared.auth {
+        KubeletAuth::Local(_) => auth::authorize(&user, &Attributes::Resource(attrs)).allowed,
+        KubeletAuth::Webhook(w) => {
+            let credential = webhook::credential(conn, req.headers());
+            match w
+                .authorize(&st.slot.reviews, credential, &user, &attrs)
+                .await
+            {
+                Ok(allowed) => allowed,
+                Err(e) => {
+                    tracing::warn!(error = %e, user = %user.username, "kubelet: authorization error");
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!(
+                            "Authorization error (user={}, verb={verb}, resource=nodes, subresource={sub})",
+                            user.username
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    if !allowed {
         return text(
             StatusCode::FORBIDDEN,
             format!(

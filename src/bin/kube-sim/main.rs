@@ -13,11 +13,13 @@ mod aggregator;
 mod apiserver;
 mod auth;
 mod control;
+mod external;
 mod kubelet;
 mod model;
 mod objects;
 mod pki;
 mod rbac;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,8 +31,9 @@ use clap::Parser;
 use crate::aggregator::{Aggregator, BackendSpec};
 use crate::apiserver::{ApiOptions, ApiServer, ReloadingTls};
 use crate::auth::Authenticator;
-use crate::control::{Control, Rates};
-use crate::kubelet::{Fault, Kubelets};
+use crate::control::{Control, Plane, Rates};
+use crate::external::{External, ExternalOptions};
+use crate::kubelet::{Fault, KubeletAuth, Kubelets};
 use crate::model::{Model, SimParams};
 use crate::objects::{Object, Store};
 use crate::pki::Pki;
@@ -121,6 +124,26 @@ struct Args {
     /// FILE (multi-document YAML, such as deploy/components.yaml; other kinds are ignored).
     #[arg(long, value_name = "FILE")]
     rbac: Option<PathBuf>,
+    /// Put the nodes and pods into the cluster of this kubeconfig instead of serving an API:
+    /// for a control plane without kubelets (e.g. KWOK). kube-sim then registers the nodes,
+    /// creates, binds and updates the pods, heartbeats, authenticates kubelet requests with
+    /// TokenReview/SubjectAccessReview, serves only /sim/* on --apiserver-addr, and deletes
+    /// what it created when it stops. The identity needs the ClusterRole kube-sim:external
+    /// (docs/kube-sim.md).
+    #[arg(long, value_name = "KUBECONFIG")]
+    external_apiserver: Option<PathBuf>,
+    /// With --external-apiserver: API requests in flight while syncing and cleaning up.
+    #[arg(long, default_value_t = 32)]
+    external_concurrency: usize,
+    /// With --external-apiserver: how often each node's Lease is renewed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    node_lease_renew_interval: Duration,
+    /// With --external-apiserver: leaseDurationSeconds of the node Leases.
+    #[arg(long, default_value_t = 40)]
+    node_lease_duration_seconds: i32,
+    /// With --external-apiserver: how often each node re-posts its status heartbeat.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    node_status_report_frequency: Duration,
     /// Print the authorization policy as a Markdown table and exit.
     #[arg(long)]
     print_policy: bool,
@@ -158,6 +181,10 @@ enum StartError {
     TooManyNodes(usize),
     #[error("invalid --{flag}: {reason}")]
     Flag { flag: &'static str, reason: String },
+    #[error(transparent)]
+    External(#[from] external::ExternalError),
+    #[error("{0}; then cleaning up what was created failed: {1}")]
+    ExternalCleanup(external::ExternalError, external::ExternalError),
 }
 
 fn raise_fd_limit(nodes: usize) {
@@ -262,27 +289,6 @@ async fn run(args: Args) -> Result<(), StartError> {
         },
         now,
     ));
-    let store = Arc::new(Store::new(args.watch_history));
-    let node_ids = model.node_ids();
-    // Objects are built and encoded a node at a time, so the peak holds one node's
-    // k8s-openapi structs, not 150,000 pods' worth.
-    let mut initial: Vec<Object> = Vec::new();
-    initial.extend(model.namespaces().into_iter().map(Object::Namespace));
-    initial.push(apiserver::auth_configmap(&pki, now));
-    store.load(initial)?;
-    for id in &node_ids {
-        let node = model.node_object(*id).map(Object::Node);
-        let pods = model.pod_objects_on_node(*id).unwrap_or_default();
-        store.load(node.into_iter().chain(pods.into_iter().map(Object::Pod)))?;
-    }
-    tracing::info!(elapsed = ?started.elapsed(), "objects loaded");
-
-    let kubelets = Arc::new(Kubelets::new(
-        Arc::clone(&model),
-        Arc::clone(&pki),
-        Arc::clone(&authn),
-        args.kubelet_port,
-    ));
     let mut faults = std::collections::HashMap::new();
     for f in &args.fault {
         if model.node_id(&f.node).is_none() {
@@ -290,80 +296,154 @@ async fn run(args: Args) -> Result<(), StartError> {
         }
         faults.insert(f.node.clone(), f.fault.clone());
     }
-    for id in &node_ids {
-        let fault = model
-            .node_name(*id)
-            .and_then(|n| faults.get(n.as_ref()).cloned());
-        kubelets.start(*id, fault).await?;
-    }
-    tracing::info!(elapsed = ?started.elapsed(), kubelets = node_ids.len(), "kubelets listening");
-
-    let aggregator = Arc::new(Aggregator::new(
-        args.aggregate.clone(),
-        Arc::clone(&pki),
-        args.aggregator_probe_interval,
-    )?);
-    let control = Arc::new(Control::new(
-        Arc::clone(&model),
-        Arc::clone(&store),
-        Arc::clone(&kubelets),
-        Arc::clone(&pki),
-        Arc::clone(&aggregator),
-        server_url.clone(),
-        Rates {
+    let setup = Setup {
+        started,
+        listener,
+        address,
+        server_url,
+        pki,
+        authn,
+        model,
+        faults,
+        rates: Rates {
             pods_per_minute: args.churn_per_minute,
             restarts_per_minute: args.restarts_per_minute,
         },
+    };
+    match args.external_apiserver.clone() {
+        Some(kubeconfig) => run_external(args, setup, kubeconfig).await,
+        None => run_local(args, setup).await,
+    }
+}
+
+/// What both modes start from.
+struct Setup {
+    started: Instant,
+    listener: tokio::net::TcpListener,
+    address: String,
+    server_url: String,
+    pki: Arc<Pki>,
+    authn: Arc<Authenticator>,
+    model: Arc<Model>,
+    faults: std::collections::HashMap<String, Fault>,
+    rates: Rates,
+}
+
+impl Setup {
+    /// Starts every node's kubelet, with its `--fault` if any.
+    async fn start_kubelets(&self, kubelets: &Kubelets) -> Result<(), StartError> {
+        for id in self.model.node_ids() {
+            let fault = self
+                .model
+                .node_name(id)
+                .and_then(|n| self.faults.get(n.as_ref()).cloned());
+            kubelets.start(id, fault).await?;
+        }
+        tracing::info!(elapsed = ?self.started.elapsed(), kubelets = kubelets.len(), "kubelets listening");
+        Ok(())
+    }
+}
+
+/// Serves `app` on the setup's listener with the API server's certificate until `stop`.
+fn serve(
+    setup_listener: tokio::net::TcpListener,
+    pki: &Arc<Pki>,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, StartError> {
+    let tls = ReloadingTls::new(
+        Arc::clone(pki),
+        Arc::clone(&pki.apiserver_key),
+        "the API server",
+    )?;
+    Ok(tokio::spawn(metrics_bridge::https::serve(
+        setup_listener,
+        tls,
+        app,
+        metrics_bridge::https::ServeOptions::default(),
+        async move {
+            let _ = stop.changed().await;
+        },
+    )))
+}
+
+/// kube-sim with its own API server.
+async fn run_local(args: Args, setup: Setup) -> Result<(), StartError> {
+    let pki = &setup.pki;
+    let model = &setup.model;
+    let started = setup.started;
+    let now = SystemTime::now();
+    let store = Arc::new(Store::new(args.watch_history));
+    // Objects are built and encoded a node at a time, so the peak holds one node's
+    // k8s-openapi structs, not 150,000 pods' worth.
+    let mut initial: Vec<Object> = Vec::new();
+    initial.extend(model.namespaces().into_iter().map(Object::Namespace));
+    initial.push(apiserver::auth_configmap(pki, now));
+    store.load(initial)?;
+    for id in model.node_ids() {
+        let node = model.node_object(id).map(Object::Node);
+        let pods = model.pod_objects_on_node(id).unwrap_or_default();
+        store.load(node.into_iter().chain(pods.into_iter().map(Object::Pod)))?;
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "objects loaded");
+
+    let kubelets = Arc::new(Kubelets::new(
+        Arc::clone(model),
+        Arc::clone(pki),
+        KubeletAuth::Local(Arc::clone(&setup.authn)),
+        args.kubelet_port,
+    ));
+    setup.start_kubelets(&kubelets).await?;
+
+    let aggregator = Arc::new(Aggregator::new(
+        args.aggregate.clone(),
+        Arc::clone(pki),
+        args.aggregator_probe_interval,
+    )?);
+    let control = Arc::new(Control::new(
+        Arc::clone(model),
+        Plane::Local {
+            store: Arc::clone(&store),
+            aggregator: Arc::clone(&aggregator),
+        },
+        Arc::clone(&kubelets),
+        Arc::clone(pki),
+        setup.server_url.clone(),
+        setup.rates,
         args.seed,
     ));
     let api = Arc::new(ApiServer {
         store: Arc::clone(&store),
-        authn,
+        authn: Arc::clone(&setup.authn),
         control: Arc::clone(&control),
         aggregator: Arc::clone(&aggregator),
         opts: ApiOptions {
             bookmark_interval: args.bookmark_interval,
         },
-        address: address.clone(),
+        address: setup.address.clone(),
     });
-    let tls = ReloadingTls::new(
-        Arc::clone(&pki),
-        Arc::clone(&pki.apiserver_key),
-        "the API server",
-    )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut api_stop = stop_rx.clone();
-    let server = tokio::spawn(metrics_bridge::https::serve(
-        listener,
-        tls,
+    let server_url = setup.server_url.clone();
+    let server = serve(
+        setup.listener,
+        &setup.pki,
         Arc::clone(&api).router(),
-        metrics_bridge::https::ServeOptions::default(),
-        async move {
-            let _ = api_stop.changed().await;
-        },
-    ));
+        stop_rx.clone(),
+    )?;
     tokio::spawn(Arc::clone(&aggregator).run(stop_rx.clone()));
     tokio::spawn(Arc::clone(&control).run_dynamics(stop_rx.clone()));
 
-    pki.write_files(&server_url)?;
-    let info = serde_json::json!({
-        "apiserver": server_url,
-        "kubeletPort": args.kubelet_port,
-        "nodes": node_ids.len(),
-        "pods": store.len(objects::Kind::Pod),
-        "pid": std::process::id(),
-        "dir": dir,
-    });
-    pki::write_file(&dir, "kube-sim.json", info.to_string().as_bytes())?;
-    println!(
-        "kube-sim ready: apiserver {server_url} dir {} kubeconfig {} nodes {} pods {} kubelet-port {} in {:.2}s",
-        dir.display(),
-        dir.join("kubeconfig").display(),
-        node_ids.len(),
-        store.len(objects::Kind::Pod),
-        args.kubelet_port,
-        started.elapsed().as_secs_f64()
-    );
+    setup.pki.write_files(&server_url)?;
+    let pods = store.len(objects::Kind::Pod);
+    ready_line(
+        &args,
+        &server_url,
+        &setup.pki,
+        &setup.model,
+        started,
+        pods,
+        None,
+    )?;
 
     shutdown_signal().await;
     tracing::info!("stopping");
@@ -371,6 +451,133 @@ async fn run(args: Args) -> Result<(), StartError> {
     kubelets.shutdown();
     // In-flight watches end with the process; give plain requests a moment to finish.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}
+
+/// kube-sim's nodes inside another control plane.
+async fn run_external(args: Args, setup: Setup, kubeconfig: PathBuf) -> Result<(), StartError> {
+    if !args.aggregate.is_empty() {
+        return Err(StartError::Flag {
+            flag: "aggregate",
+            reason: "the aggregation layer is kube-sim's API server's, which --external-apiserver does not run".into(),
+        });
+    }
+    let (client, cluster) = external::connect(&kubeconfig).await?;
+    let ext = Arc::new(External::new(
+        client.clone(),
+        cluster.clone(),
+        ExternalOptions {
+            concurrency: args.external_concurrency.max(1),
+            lease_renew_interval: args.node_lease_renew_interval,
+            lease_duration_seconds: args.node_lease_duration_seconds,
+            status_report_interval: args.node_status_report_frequency,
+        },
+    ));
+    let cleaned = ext.clean_leftovers().await?;
+    if cleaned > 0 {
+        tracing::info!(objects = cleaned, "a previous run's objects deleted");
+    }
+    let client_ca = external::client_ca(&client).await;
+    let webhook = Arc::new(webhook::Webhook::new(client, client_ca));
+    let kubelets = Arc::new(Kubelets::new(
+        Arc::clone(&setup.model),
+        Arc::clone(&setup.pki),
+        KubeletAuth::Webhook(webhook),
+        args.kubelet_port,
+    ));
+    setup.start_kubelets(&kubelets).await?;
+    if let Err(e) = ext.sync(&setup.model).await {
+        kubelets.shutdown();
+        return Err(match ext.clean_up().await {
+            Ok(()) => e.into(),
+            Err(cleanup) => StartError::ExternalCleanup(e, cleanup),
+        });
+    }
+    tracing::info!(elapsed = ?setup.started.elapsed(), cluster = %cluster, "nodes and pods created in the external cluster");
+    let control = Arc::new(Control::new(
+        Arc::clone(&setup.model),
+        Plane::External(Arc::clone(&ext)),
+        Arc::clone(&kubelets),
+        Arc::clone(&setup.pki),
+        setup.server_url.clone(),
+        setup.rates,
+        args.seed,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let Setup {
+        listener,
+        server_url,
+        pki,
+        authn,
+        model,
+        started,
+        ..
+    } = setup;
+    let server = serve(
+        listener,
+        &pki,
+        control::router(Arc::clone(&control), authn),
+        stop_rx.clone(),
+    )?;
+    tokio::spawn(Arc::clone(&ext).heartbeats(stop_rx.clone()));
+    tokio::spawn(Arc::clone(&ext).watch_others(Arc::clone(&control), stop_rx.clone()));
+    tokio::spawn(Arc::clone(&control).run_dynamics(stop_rx.clone()));
+
+    pki.write_external_files(&server_url)?;
+    let pods = ext.info()["pods"].as_u64().unwrap_or(0) as usize;
+    ready_line(
+        &args,
+        &server_url,
+        &pki,
+        &model,
+        started,
+        pods,
+        Some(&cluster),
+    )?;
+
+    shutdown_signal().await;
+    tracing::info!("stopping: deleting what kube-sim created in the external cluster");
+    let _ = stop_tx.send(true);
+    let cleanup = ext.clean_up().await;
+    kubelets.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    cleanup.map_err(StartError::from)
+}
+
+/// Writes `kube-sim.json` and prints the one line containing `ready`.
+fn ready_line(
+    args: &Args,
+    server_url: &str,
+    pki: &Pki,
+    model: &Model,
+    started: Instant,
+    pods: usize,
+    external: Option<&str>,
+) -> Result<(), StartError> {
+    let dir = &pki.dir;
+    let nodes = model.node_ids().len();
+    let mut info = serde_json::json!({
+        "apiserver": server_url,
+        "kubeletPort": args.kubelet_port,
+        "nodes": nodes,
+        "pods": pods,
+        "pid": std::process::id(),
+        "dir": dir,
+    });
+    if let Some(url) = external {
+        info["externalApiserver"] = serde_json::json!(url);
+    }
+    pki::write_file(dir, "kube-sim.json", info.to_string().as_bytes())?;
+    let external = external
+        .map(|u| format!(" external-apiserver {u}"))
+        .unwrap_or_default();
+    println!(
+        "kube-sim ready: apiserver {server_url} dir {} kubeconfig {} nodes {nodes} pods {pods} kubelet-port {}{external} in {:.2}s",
+        dir.display(),
+        dir.join("kubeconfig").display(),
+        args.kubelet_port,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -405,6 +612,11 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // External errors already say what the cluster answered.
+        Err(e @ (StartError::External(_) | StartError::ExternalCleanup(..))) => {
+            eprintln!("kube-sim: {e}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);

@@ -265,6 +265,13 @@ pub struct ClientCaBundle {
 }
 
 impl ClientCaBundle {
+    /// A bundle of the certificates of a PEM file (such as a `client-ca-file`).
+    pub fn from_pem(pem: &str) -> Result<ClientCaBundle, PkiError> {
+        let ders = bundle_ders(pem);
+        let refs: Vec<&CertificateDer<'static>> = ders.iter().collect();
+        ClientCaBundle::new(&refs)
+    }
+
     fn new(cas: &[&CertificateDer<'static>]) -> Result<ClientCaBundle, PkiError> {
         let mut roots = RootCertStore::empty();
         let mut pem = String::new();
@@ -439,6 +446,11 @@ pub struct Tokens {
     pub metrics_bridge: String,
     pub viewer: String,
     pub hpa: String,
+    /// `kubernetes-admin` in `system:masters`, like the admin client certificate.
+    pub admin: String,
+    /// `system:serviceaccount:kube-system:kube-sim`, bound to the ClusterRole an external
+    /// kube-sim needs (`--external-apiserver`).
+    pub external: String,
 }
 
 /// Everything cryptographic kube-sim owns.
@@ -551,6 +563,8 @@ impl Pki {
                 metrics_bridge: random_token()?,
                 viewer: random_token()?,
                 hpa: random_token()?,
+                admin: random_token()?,
+                external: random_token()?,
             },
             rotating: RwLock::new(Arc::new(rotating)),
         })
@@ -772,6 +786,18 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     ("hpa.kubeconfig", "kubeconfig using the HPA token"),
     (
+        "admin.token",
+        "bearer token of kubernetes-admin (system:masters); in --external-apiserver mode, the credential of /sim/*",
+    ),
+    (
+        "kube-sim-external.token",
+        "bearer token of system:serviceaccount:kube-system:kube-sim, the identity an external kube-sim needs (ClusterRole kube-sim:external)",
+    ),
+    (
+        "kube-sim-external.kubeconfig",
+        "kubeconfig using that token: pass it to another kube-sim's --external-apiserver",
+    ),
+    (
         "kube-sim.json",
         "API server URL, kubelet port, node count and pid, written when ready",
     ),
@@ -811,12 +837,31 @@ impl Pki {
                 &self.tokens.hpa,
                 "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
             ),
+            (
+                "kube-sim-external",
+                &self.tokens.external,
+                "system:serviceaccount:kube-system:kube-sim",
+            ),
         ] {
             write_file(dir, &format!("{name}.token"), token.as_bytes())?;
             let kc = kubeconfig(server, ca, user, KubeconfigUser::Token(token));
             write_file(dir, &format!("{name}.kubeconfig"), kc.as_bytes())?;
         }
-        Ok(())
+        write_file(dir, "admin.token", self.tokens.admin.as_bytes())
+    }
+
+    /// The files of `--external-apiserver` mode: the CA of the kubelets' serving certificates
+    /// (for `--kubelet-certificate-authority`) and the admin credentials of kube-sim's own
+    /// control endpoint (`/sim/*` on `--apiserver-addr`), with a kubeconfig pointing at it.
+    pub fn write_external_files(&self, server: &str) -> Result<(), PkiError> {
+        let dir = &self.dir;
+        let cur = self.current();
+        write_file(dir, "ca.crt", self.cluster_ca.cert_pem.as_bytes())?;
+        write_file(dir, "ca.key", self.cluster_ca.key_pem.as_bytes())?;
+        write_file(dir, "admin.crt", cur.admin.cert_pem.as_bytes())?;
+        write_file(dir, "admin.key", cur.admin.key_pem.as_bytes())?;
+        write_file(dir, "admin.token", self.tokens.admin.as_bytes())?;
+        self.write_admin_kubeconfig(server, cur.as_ref())
     }
 
     /// Writes the files a CA rotation changes.
@@ -845,6 +890,11 @@ impl Pki {
             "front-proxy-client.key",
             cur.front_proxy_client.key_pem.as_bytes(),
         )?;
+        self.write_admin_kubeconfig(server, cur)
+    }
+
+    /// The admin kubeconfig (client certificate) for `server`.
+    fn write_admin_kubeconfig(&self, server: &str, cur: &Rotating) -> Result<(), PkiError> {
         let kc = kubeconfig(
             server,
             &self.cluster_ca.cert_pem,
@@ -854,7 +904,7 @@ impl Pki {
                 key_pem: &cur.admin.key_pem,
             },
         );
-        write_file(dir, "kubeconfig", kc.as_bytes())
+        write_file(&self.dir, "kubeconfig", kc.as_bytes())
     }
 }
 

@@ -199,22 +199,39 @@ pub async fn read_body(body: Body) -> Result<bytes::Bytes, Status> {
     }
 }
 
-async fn handle(State(api): State<Arc<ApiServer>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let conn = parts.extensions.get::<ConnInfo>().cloned();
-    let user = match api.authn.authenticate(conn.as_ref(), &parts.headers) {
-        Authn::Failed => return Status::unauthorized().into_response(),
+/// What kube-apiserver's filter chain learns before a handler runs.
+pub struct Admitted {
+    pub user: UserInfo,
+    pub info: RequestInfo,
+    pub query: Query,
+}
+
+/// Authenticates (401) and authorizes (403, with kube-apiserver's message) a request.
+pub fn admit(authn: &Authenticator, parts: &http::request::Parts) -> Result<Admitted, Response> {
+    let conn = parts.extensions.get::<ConnInfo>();
+    let user = match authn.authenticate(conn, &parts.headers) {
+        Authn::Failed => return Err(Status::unauthorized().into_response()),
         a => a.user().cloned().unwrap_or_else(UserInfo::anonymous),
     };
-    let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query());
-    let info = RequestInfo::parse(&parts.method, &path, &query);
+    let info = RequestInfo::parse(&parts.method, parts.uri.path(), &query);
     let decision = auth::authorize(&user, &info.attributes());
     if !decision.allowed {
-        return info
+        return Err(info
             .forbidden(&user.username, &decision.reason)
-            .into_response();
+            .into_response());
     }
+    Ok(Admitted { user, info, query })
+}
+
+async fn handle(State(api): State<Arc<ApiServer>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Admitted { user, info, query } = match admit(&api.authn, &parts) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let conn = parts.extensions.get::<ConnInfo>().cloned();
+    let path = parts.uri.path().to_string();
     let accept = parts
         .headers
         .get(header::ACCEPT)

@@ -1,0 +1,594 @@
+//! `--external-apiserver`: one kube-sim serves the API (`--nodes 0`), a second one puts its
+//! nodes and pods into it as kubelets and a scheduler would, with the identity and
+//! ClusterRole the docs give (`kube-sim-external.kubeconfig`, `kube-sim:external`). Checked
+//! through kube-rs and kubectl against the first one: the objects and their status, the
+//! watch events of scheduling, status updates and graceful deletion, lease heartbeats, the
+//! kubelets' webhook authentication and authorization against the first one's TokenReview
+//! and SubjectAccessReview (with their cache), deletions made by others, the clean-up on
+//! SIGTERM and of a killed run's leftovers.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, WatchEvent, WatchParams};
+use support::{Cred, KUBECTL_1_27, KUBECTL_1_33, KubeSim, https};
+
+const OWNED: &str = "kube-sim.io/owned=true";
+
+/// Starts the kube-sim that plays the nodes, against `api`'s API server.
+fn external(api: &KubeSim, args: &[&str]) -> KubeSim {
+    let kubeconfig = api.path("kube-sim-external.kubeconfig");
+    let mut all = vec!["--external-apiserver", kubeconfig.to_str().unwrap()];
+    all.extend_from_slice(args);
+    KubeSim::start(&all)
+}
+
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn names<K: kube::Resource>(items: &[K]) -> BTreeSet<String> {
+    items
+        .iter()
+        .map(|o| {
+            let m = o.meta();
+            match &m.namespace {
+                Some(ns) => format!("{ns}/{}", m.name.clone().unwrap_or_default()),
+                None => m.name.clone().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn running_in(expected: &serde_json::Value) -> BTreeSet<String> {
+    expected["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["namespace"].as_str().unwrap(),
+                p["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn nodes_and_pods_in_another_control_plane() {
+    let api = KubeSim::start(&["--nodes", "0"]);
+    let client = api.client().await;
+    // A namespace the cluster lacks: the external kube-sim must create it (and remove it).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete("team-delta", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("team-delta gone", || async {
+        namespaces.get_opt("team-delta").await.unwrap().is_none()
+    })
+    .await;
+
+    let mut sim = external(
+        &api,
+        &[
+            "--nodes",
+            "3",
+            "--pods-per-node",
+            "6",
+            "--seed",
+            "5",
+            "--node-lease-renew-interval",
+            "1s",
+        ],
+    );
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+
+    // Nodes, registered with their status.
+    let listed = nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        names(&listed.items),
+        ["node-00001", "node-00002", "node-00003"]
+            .map(String::from)
+            .into()
+    );
+    for (i, n) in listed.items.iter().enumerate() {
+        let labels = n.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["kube-sim.io/owned"], "true");
+        assert_eq!(
+            labels["kubernetes.io/hostname"],
+            n.metadata.name.clone().unwrap()
+        );
+        let st = n.status.as_ref().unwrap();
+        let addrs = st.addresses.as_ref().unwrap();
+        assert_eq!(addrs[0].type_, "InternalIP");
+        assert_eq!(addrs[0].address, format!("127.1.0.{}", i + 1));
+        assert_eq!(
+            st.daemon_endpoints
+                .as_ref()
+                .unwrap()
+                .kubelet_endpoint
+                .as_ref()
+                .unwrap()
+                .port,
+            i32::from(sim.kubelet_port)
+        );
+        assert!(st.capacity.as_ref().unwrap().contains_key("cpu"));
+        assert!(st.allocatable.as_ref().unwrap().contains_key("memory"));
+        let ready = st
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+        assert!(!st.node_info.as_ref().unwrap().kubelet_version.is_empty());
+    }
+
+    // Pods: bound to their nodes, with the status the model gives them.
+    let expected = sim.expected().await;
+    let all = pods
+        .list(&ListParams::default().labels(OWNED))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 18);
+    let running: BTreeSet<String> = names(
+        &all.items
+            .iter()
+            .filter(|p| phase(p) == "Running")
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        running,
+        running_in(&expected),
+        "Running pods = /sim/expected"
+    );
+    for p in &all.items {
+        let spec = p.spec.as_ref().unwrap();
+        assert!(spec.node_name.as_deref().unwrap().starts_with("node-0000"));
+        assert!(p.metadata.owner_references.is_none());
+        let conds = p
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            conds
+                .iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+        );
+        if phase(p) == "Running" {
+            assert!(
+                conds
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            );
+        }
+    }
+    let delta = namespaces.get("team-delta").await.unwrap();
+    assert_eq!(delta.metadata.labels.unwrap()["kube-sim.io/owned"], "true");
+
+    // Leases are renewed.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let first = leases.get("node-00001").await.unwrap();
+    assert_eq!(
+        first.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("node-00001")
+    );
+    until("a lease renewal", || async {
+        let now = leases.get("node-00001").await.unwrap();
+        now.spec.as_ref().unwrap().renew_time != first.spec.as_ref().unwrap().renew_time
+    })
+    .await;
+
+    // The kubelets: serving certificates from the external kube-sim's CA, webhook
+    // authentication and authorization against the first kube-sim, cached.
+    let page_url = sim.kubelet_url("127.1.0.1", "/metrics/resource");
+    let ca = sim.read("ca.crt");
+    let get = |cred: Cred<'static>| {
+        let (url, ca) = (page_url.clone(), ca.clone());
+        async move {
+            https("GET", &url, Some(&ca), cred, &[], Vec::new())
+                .await
+                .unwrap()
+        }
+    };
+    let mb: &'static str = Box::leak(api.token("metrics-bridge").into_boxed_str());
+    let viewer: &'static str = Box::leak(api.token("viewer").into_boxed_str());
+    let reviews = |sim: &KubeSim| {
+        let sim_url = sim.url.clone();
+        let ca = sim.read("ca.crt");
+        let token = sim.token("admin");
+        async move {
+            https(
+                "GET",
+                &format!("{sim_url}/sim/info"),
+                Some(&ca),
+                Cred::Token(&token),
+                &[],
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+            .json()["kubeletReviews"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let before = reviews(&sim).await;
+    let page = get(Cred::Token(mb)).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let denied = get(Cred::Token(viewer)).await;
+    assert_eq!(
+        (denied.status, denied.text().as_str()),
+        (
+            403,
+            "Forbidden (user=viewer, verb=get, resource=nodes, subresource=metrics)"
+        )
+    );
+    let unknown = get(Cred::Token("not-a-token")).await;
+    assert_eq!(
+        (unknown.status, unknown.text().as_str()),
+        (401, "Unauthorized")
+    );
+    assert_eq!(get(Cred::None).await.status, 401);
+    assert_eq!(
+        reviews(&sim).await - before,
+        5,
+        "TokenReview + SAR for each of two tokens, a TokenReview for the unknown one"
+    );
+    for _ in 0..3 {
+        assert_eq!(get(Cred::Token(mb)).await.status, 200);
+        assert_eq!(get(Cred::Token(viewer)).await.status, 403);
+    }
+    assert_eq!(
+        reviews(&sim).await - before,
+        5,
+        "answers come from the cache"
+    );
+    // The page's numbers are the external kube-sim's model's (independent parser).
+    let scrape =
+        prometheus_parse::Scrape::parse(page.text().lines().map(|l| Ok(l.to_string()))).unwrap();
+    let memory = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "node_memory_working_set_bytes")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("not a gauge"),
+        })
+        .unwrap();
+    let expected_node = expected["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node-00001")
+        .unwrap();
+    assert_eq!(memory, expected_node["memory_bytes"].as_f64().unwrap());
+
+    // Dynamics reach the other cluster as a scheduler and kubelets would make them.
+    let rv = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut watch = pods
+        .watch(&WatchParams::default().labels(OWNED).timeout(60), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let created = sim.admin("POST", "/sim/pods?count=1").await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match tokio::time::timeout(Duration::from_secs(10), watch.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Added(p) | WatchEvent::Modified(p) => seen.push((
+                p.metadata.name.clone().unwrap(),
+                p.spec.as_ref().unwrap().node_name.is_some(),
+                phase(&p).to_string(),
+            )),
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let new_pod = seen[0].0.clone();
+    assert!(seen.iter().all(|s| s.0 == new_pod));
+    let steps: Vec<(bool, &str)> = seen.iter().map(|s| (s.1, s.2.as_str())).collect();
+    assert_eq!(
+        steps,
+        [
+            (false, "Pending"),
+            (true, "Pending"),
+            (true, "Pending"),
+            (true, "Running")
+        ],
+        "created, bound, containers being created, running"
+    );
+    let new = pods
+        .list(&ListParams::default().fields(&format!("metadata.name={new_pod}")))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let ns = new.metadata.namespace.clone().unwrap();
+    // A restart shows in the status.
+    let r = sim
+        .admin(
+            "POST",
+            &format!("/sim/restart?namespace={ns}&pod={new_pod}"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let in_ns: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let restarted = in_ns.get(&new_pod).await.unwrap();
+    assert!(
+        restarted
+            .status
+            .unwrap()
+            .container_statuses
+            .unwrap()
+            .iter()
+            .all(|c| c.restart_count == 1)
+    );
+    // The model deletes it: graceful, then the kubelet's grace-0 delete.
+    let r = sim
+        .admin("DELETE", &format!("/sim/pods/{ns}/{new_pod}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut steps = Vec::new();
+    while steps.last().map(|s: &(String, bool)| s.0.as_str()) != Some("DELETED") {
+        match tokio::time::timeout(Duration::from_secs(10), watch.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            // The restart's update may still be in the stream.
+            WatchEvent::Modified(p) if p.metadata.deletion_timestamp.is_none() => {}
+            WatchEvent::Modified(p) => {
+                steps.push(("MODIFIED".into(), p.metadata.deletion_timestamp.is_some()))
+            }
+            WatchEvent::Deleted(p) => {
+                steps.push(("DELETED".into(), p.metadata.deletion_timestamp.is_some()))
+            }
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        steps,
+        [
+            ("MODIFIED".to_string(), true),
+            ("MODIFIED".to_string(), true),
+            ("DELETED".to_string(), true)
+        ]
+    );
+
+    // A node added and removed at run time.
+    assert_eq!(sim.admin("POST", "/sim/nodes?count=1").await.status, 200);
+    let n4 = nodes.get("node-00004").await.unwrap();
+    assert_eq!(
+        n4.status.unwrap().addresses.unwrap()[0].address,
+        "127.1.0.4"
+    );
+    let on_n4 = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-00004"))
+        .await
+        .unwrap();
+    assert_eq!(on_n4.items.len(), 6);
+    assert_eq!(
+        sim.admin("DELETE", "/sim/nodes/node-00004").await.status,
+        200
+    );
+    assert!(nodes.get_opt("node-00004").await.unwrap().is_none());
+    assert!(leases.get_opt("node-00004").await.unwrap().is_none());
+    assert!(
+        pods.list(&ListParams::default().fields("spec.nodeName=node-00004"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Someone else deletes a pod: its kubelet (the external kube-sim) finishes it and the
+    // model lets it go.
+    let victim = all
+        .items
+        .iter()
+        .find(|p| phase(p) == "Running")
+        .unwrap()
+        .clone();
+    let (vns, vname) = (
+        victim.metadata.namespace.clone().unwrap(),
+        victim.metadata.name.clone().unwrap(),
+    );
+    let victims: Api<Pod> = Api::namespaced(client.clone(), &vns);
+    victims
+        .delete(&vname, &DeleteParams::default())
+        .await
+        .unwrap();
+    until("the victim gone", || async {
+        victims.get_opt(&vname).await.unwrap().is_none()
+    })
+    .await;
+    assert!(!running_in(&sim.expected().await).contains(&format!("{vns}/{vname}")));
+    // Someone else deletes a node: it leaves the simulation, its pods go.
+    nodes
+        .delete("node-00003", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("node-00003's pods gone", || async {
+        pods.list(&ListParams::default().fields("spec.nodeName=node-00003"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    let exp = sim.expected().await;
+    assert!(
+        !exp["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "node-00003")
+    );
+
+    // Real kubectl sees Ready nodes.
+    for kubectl in [KUBECTL_1_27, KUBECTL_1_33] {
+        let out = api.kubectl(kubectl, "kubeconfig", &["get", "nodes", "--no-headers"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(rows.iter().all(|r| r[1] == "Ready"), "{text}");
+    }
+
+    // SIGTERM: everything the external kube-sim created goes.
+    let (status, stderr) = sim.terminate();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        pods.list(&ListParams::default().labels(OWNED))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    until("team-delta deleted again", || async {
+        namespaces.get_opt("team-delta").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        namespaces.get_opt("team-alpha").await.unwrap().is_some(),
+        "not kube-sim's"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_runs_leftovers_are_cleaned_and_rbac_is_enforced() {
+    let api = KubeSim::start(&["--nodes", "0"]);
+    let client = api.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let args = ["--nodes", "2", "--pods-per-node", "3"];
+    let killed = external(&api, &args);
+    let old_uids: BTreeSet<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|n| n.metadata.uid.clone().unwrap())
+        .collect();
+    assert_eq!(old_uids.len(), 2);
+    drop(killed); // SIGKILL: nothing is cleaned up.
+    let pods: Api<Pod> = Api::all(client.clone());
+    assert_eq!(
+        pods.list(&ListParams::default().labels(OWNED))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        6
+    );
+    let mut again = external(&api, &args);
+    let new_nodes = nodes.list(&ListParams::default()).await.unwrap();
+    let new_uids: BTreeSet<String> = new_nodes
+        .items
+        .iter()
+        .map(|n| n.metadata.uid.clone().unwrap())
+        .collect();
+    assert_eq!(new_uids.len(), 2);
+    assert!(
+        new_uids.is_disjoint(&old_uids),
+        "the leftovers were deleted and recreated"
+    );
+    assert_eq!(
+        pods.list(&ListParams::default().labels(OWNED))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        6
+    );
+    let (status, stderr) = again.terminate();
+    assert!(status.success(), "{stderr}");
+
+    // An identity without the ClusterRole: kube-sim says what it was refused, and exits.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--apiserver-addr", "127.0.0.1:0", "--nodes", "1"])
+        .args(["--kubelet-port", &support::kubelet_port().to_string()])
+        .arg("--external-apiserver")
+        .arg(api.path("viewer.kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"pods is forbidden: User "viewer" cannot list resource "pods" in API group "" at the cluster scope"#),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("kube-sim: listing leftover pods")),
+        "{err}"
+    );
+}
