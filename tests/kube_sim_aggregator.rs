@@ -17,6 +17,8 @@ struct Seen {
     headers: http::HeaderMap,
     client_cn: String,
     client_issuer: String,
+    /// The SNI the connection asked for.
+    sni: Option<String>,
 }
 
 #[derive(Default)]
@@ -40,6 +42,9 @@ fn names(der: &[u8]) -> (String, String) {
 
 async fn backend_handler(State(b): State<Arc<Backend>>, req: Request) -> axum::response::Response {
     let conn = req.extensions().get::<ConnInfo>().cloned();
+    let sni = conn
+        .as_ref()
+        .and_then(|c| c.server_name.as_deref().map(str::to_string));
     let (client_cn, client_issuer) = conn
         .and_then(|c| c.peer_certificates)
         .map(|chain| names(&chain[0]))
@@ -54,6 +59,7 @@ async fn backend_handler(State(b): State<Arc<Backend>>, req: Request) -> axum::r
         headers: req.headers().clone(),
         client_cn,
         client_issuer,
+        sni,
     });
     let mode = *b.mode.lock().unwrap();
     let resources = json!([
@@ -342,8 +348,30 @@ async fn aggregation_layer_forwards_like_kube_apiserver() {
     );
 }
 
-/// An HTTPS backend on `port` that trusts the front-proxy CA for client certificates.
+/// An HTTPS backend on `port` that trusts the front-proxy CA for client certificates, with a
+/// self-signed certificate for `localhost` (kube-sim does not verify it in the plain form).
 async fn start_backend_on(front_proxy_ca: &str, port: u16) -> Arc<Backend> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    start_backend_with(
+        front_proxy_ca,
+        port,
+        cert.der().clone(),
+        key.serialize_der(),
+    )
+    .await
+}
+
+/// An HTTPS backend on `port` serving `cert` (DER) with `key` (PKCS#8 DER).
+async fn start_backend_with(
+    front_proxy_ca: &str,
+    port: u16,
+    cert: rustls_pki_types::CertificateDer<'static>,
+    key: Vec<u8>,
+) -> Arc<Backend> {
     use rustls_pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -357,18 +385,13 @@ async fn start_backend_on(front_proxy_ca: &str, port: u16) -> Arc<Backend> {
     .allow_unauthenticated()
     .build()
     .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_client_cert_verifier(verifier)
         .with_single_cert(
-            vec![cert.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            vec![cert],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.into()),
         )
         .unwrap();
     config.alpn_protocols = metrics_bridge::https::alpn(true);
@@ -390,4 +413,141 @@ async fn start_backend_on(front_proxy_ca: &str, port: u16) -> Arc<Backend> {
         std::future::pending(),
     ));
     backend
+}
+
+/// A CA, and a serving certificate from it for `name` (DER, PKCS#8 key DER).
+fn ca_and_leaf(
+    ca_name: &str,
+    name: &str,
+) -> (String, rustls_pki_types::CertificateDer<'static>, Vec<u8>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), leaf.der().clone(), key.serialize_der())
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// The APIService's state in `/sim/info`.
+async fn api_service(sim: &KubeSim) -> Value {
+    sim.admin("GET", "/sim/info").await.json()["apiServices"]["v1beta1.metrics.k8s.io"].clone()
+}
+
+async fn until_available(sim: &KubeSim, want: bool) -> Value {
+    for _ in 0..100 {
+        let s = api_service(sim).await;
+        if s["available"] == want {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "APIService never became available={want}: {}",
+        api_service(sim).await
+    );
+}
+
+#[tokio::test]
+async fn ca_bundle_verifies_the_backend_as_service_namespace_svc() {
+    const NAME: &str = "metrics-bridge.kube-system.svc";
+    let (ca_pem, cert, key) = ca_and_leaf("backend-ca", NAME);
+    let (other_ca, _, _) = ca_and_leaf("someone-elses-ca", NAME);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    let other_file = dir.path().join("other.crt");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    std::fs::write(&other_file, &other_ca).unwrap();
+    let port = free_port();
+    let flag = |ca: &std::path::Path, name: &str| {
+        format!(
+            "metrics.k8s.io/v1beta1=https://127.0.0.1:{port},ca={},name={name}",
+            ca.display()
+        )
+    };
+    let common = [
+        "--nodes",
+        "1",
+        "--pods-per-node",
+        "1",
+        "--aggregator-probe-interval",
+        "200ms",
+    ];
+    let start = |f: String| {
+        let mut args: Vec<&str> = common.to_vec();
+        let f: &'static str = Box::leak(f.into_boxed_str());
+        args.extend(["--aggregate", f]);
+        KubeSim::start(&args)
+    };
+    let good = start(flag(&ca_file, NAME));
+    let wrong_ca = start(flag(&other_file, NAME));
+    let wrong_name = start(flag(&ca_file, "other.kube-system.svc"));
+    // One backend; it trusts the front-proxy CA of the first kube-sim only, which does not
+    // matter for the others: they fail before presenting a client certificate.
+    let backend = start_backend_with(&good.read("front-proxy-ca.crt"), port, cert, key).await;
+
+    until_available(&good, true).await;
+    wait_for(&good, &[("metrics.k8s.io", "Current")]).await;
+    let path = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods";
+    let r = good
+        .as_token(&good.token("viewer"), "GET", path, Vec::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    {
+        let seen = backend.seen.lock().unwrap();
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter().all(|s| s.sni.as_deref() == Some(NAME)),
+            "probes and requests send the service name as SNI: {:?}",
+            seen.iter().map(|s| &s.sni).collect::<Vec<_>>()
+        );
+    }
+
+    // A certificate from another CA, or for another name: unavailable, 503, never reached.
+    for (sim, why) in [
+        (&wrong_ca, "invalid peer certificate: UnknownIssuer"),
+        (
+            &wrong_name,
+            r#"invalid peer certificate: certificate not valid for name "other.kube-system.svc""#,
+        ),
+    ] {
+        let state = until_available(sim, false).await;
+        let message = state["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "failing or missing response from https://127.0.0.1:{port}/apis/metrics.k8s.io/v1beta1:"
+            )) && message.contains(why),
+            "{message}"
+        );
+        let r = sim
+            .as_token(&sim.token("viewer"), "GET", path, Vec::new())
+            .await;
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            r.json()["message"],
+            "the server is currently unable to handle the request"
+        );
+        assert!(discovery_groups(sim).await.is_empty());
+    }
+    let reached = backend.seen.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = backend.seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .skip(reached)
+            .all(|s| s.sni.as_deref() == Some(NAME)),
+        "only the good kube-sim gets through"
+    );
 }

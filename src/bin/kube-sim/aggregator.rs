@@ -19,7 +19,10 @@
 //!   group); a 404, a non-discovery 200 or any other failure leaves the group's versions
 //!   `Stale`, which clients such as `kubectl top` treat as unavailable.
 //!
-//! TLS to the backend is not verified, as with an APIService's `insecureSkipTLSVerify: true`.
+//! TLS to the backend is verified as an APIService says: with `ca=FILE` (its `caBundle`) the
+//! backend's certificate must chain to that CA and hold the name `name=` (for an APIService,
+//! `SERVICE.NAMESPACE.svc`), which is also sent as SNI; without, it is not verified, as with
+//! `insecureSkipTLSVerify: true`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -60,19 +63,57 @@ pub struct BackendSpec {
     pub versions: Vec<String>,
     /// `https://host:port`, without a path.
     pub url: String,
+    /// The APIService's `caBundle` (PEM): the backend's certificate is verified against it.
+    /// `None` is `insecureSkipTLSVerify: true`.
+    pub ca_bundle: Option<String>,
+    /// The name the backend's certificate must hold and the SNI sent (an APIService's
+    /// `SERVICE.NAMESPACE.svc`); the URL's host when not given.
+    pub server_name: Option<String>,
 }
 
 impl std::str::FromStr for BackendSpec {
     type Err = AggregatorError;
 
-    /// `GROUP=URL` or `GROUP/V1,V2=URL`. Without versions, `metrics.k8s.io` gets `v1beta1` and
-    /// `v1` (the APIServices metrics-bridge registers), other groups `v1`.
+    /// `GROUP=URL` or `GROUP/V1,V2=URL`, then optionally `,ca=FILE` (the `caBundle`: verify
+    /// the backend against it) and `,name=HOST` (the name to verify and send as SNI, e.g.
+    /// `metrics-bridge.kube-system.svc`). Without `ca`, the backend is not verified
+    /// (`insecureSkipTLSVerify`). Without versions, `metrics.k8s.io` gets `v1beta1` and `v1`
+    /// (the APIServices metrics-bridge registers), other groups `v1`.
     fn from_str(s: &str) -> Result<BackendSpec, AggregatorError> {
         let bad = |reason: &str| AggregatorError::BadFlag {
             input: s.to_string(),
             reason: reason.to_string(),
         };
-        let (lhs, url) = s.split_once('=').ok_or_else(|| bad("expected GROUP=URL"))?;
+        let (lhs, rhs) = s.split_once('=').ok_or_else(|| bad("expected GROUP=URL"))?;
+        let mut parts = rhs.split(',');
+        let url = parts.next().unwrap_or_default();
+        let mut ca_bundle = None;
+        let mut server_name = None;
+        for opt in parts {
+            match opt.split_once('=') {
+                Some(("ca", file)) => {
+                    let pem = std::fs::read_to_string(file)
+                        .map_err(|e| bad(&format!("reading the CA bundle {file}: {e}")))?;
+                    if crate::pki::ClientCaBundle::from_pem(&pem).is_err()
+                        || !pem.contains("-----BEGIN CERTIFICATE-----")
+                    {
+                        return Err(bad(&format!("{file} holds no PEM certificate")));
+                    }
+                    ca_bundle = Some(pem);
+                }
+                Some(("name", name)) => {
+                    if ServerName::try_from(name.to_string()).is_err() {
+                        return Err(bad(&format!("{name:?} is not a DNS name or address")));
+                    }
+                    server_name = Some(name.to_string());
+                }
+                _ => {
+                    return Err(bad(&format!(
+                        "unknown option {opt:?}: options are ca=FILE and name=HOST"
+                    )));
+                }
+            }
+        }
         let (group, versions) = match lhs.split_once('/') {
             Some((g, v)) => (
                 g,
@@ -103,6 +144,8 @@ impl std::str::FromStr for BackendSpec {
             group: group.to_string(),
             versions,
             url: url.trim_end_matches('/').to_string(),
+            ca_bundle,
+            server_name,
         })
     }
 }
@@ -182,7 +225,7 @@ impl Aggregator {
     ) -> Result<Aggregator, pki::PkiError> {
         let mut backends = Vec::new();
         for spec in specs {
-            let client = build_client(&pki)?;
+            let client = build_client(&pki, &spec)?;
             let versions = spec
                 .versions
                 .iter()
@@ -277,7 +320,7 @@ impl Aggregator {
         if g == generation {
             return c;
         }
-        match build_client(&self.pki) {
+        match build_client(&self.pki, &b.spec) {
             Ok(c) => {
                 if let Ok(mut slot) = b.client.write() {
                     *slot = (generation, c.clone());
@@ -335,7 +378,7 @@ impl Aggregator {
         let res = tokio::time::timeout(Duration::from_secs(5), client.request(req))
             .await
             .map_err(|_| "timed out after 5s".to_string())?
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| error_chain(&e))?;
         let (parts, body) = res.into_parts();
         let body = tokio::time::timeout(
             Duration::from_secs(5),
@@ -661,28 +704,39 @@ impl ServerCertVerifier for SkipVerify {
     }
 }
 
-fn build_client(pki: &Pki) -> Result<HttpClient, pki::PkiError> {
+fn build_client(pki: &Pki, spec: &BackendSpec) -> Result<HttpClient, pki::PkiError> {
     let cur = pki.current();
     let provider = pki::provider();
-    let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let tls_err = |source| pki::PkiError::Tls {
+        what: format!("the front-proxy client of {}", spec.group),
+        source,
+    };
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|source| pki::PkiError::Tls {
-            what: "the front-proxy client".into(),
-            source,
-        })?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+        .map_err(tls_err)?;
+    let builder = match &spec.ca_bundle {
+        Some(pem) => {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for der in CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok) {
+                roots.add(der).map_err(tls_err)?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider))),
+    };
+    let mut config = builder
         .with_client_auth_cert(
             vec![cur.front_proxy_client.cert_der.clone()],
             cur.front_proxy_client.private_key(),
         )
-        .map_err(|source| pki::PkiError::Tls {
-            what: "the front-proxy client".into(),
-            source,
-        })?;
+        .map_err(tls_err)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let connector = TlsConnector {
         config: Arc::new(config),
+        server_name: spec.server_name.clone(),
     };
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
@@ -693,6 +747,8 @@ fn build_client(pki: &Pki) -> Result<HttpClient, pki::PkiError> {
 #[derive(Clone)]
 struct TlsConnector {
     config: Arc<ClientConfig>,
+    /// The name verified and sent as SNI instead of the URL's host.
+    server_name: Option<String>,
 }
 
 /// A TLS connection to a backend.
@@ -712,6 +768,7 @@ impl tower::Service<Uri> for TlsConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let config = Arc::clone(&self.config);
+        let server_name = self.server_name.clone();
         Box::pin(async move {
             let invalid =
                 |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
@@ -723,7 +780,8 @@ impl tower::Service<Uri> for TlsConnector {
             let port = uri.port_u16().unwrap_or(443);
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(host).map_err(|_| invalid("bad server name"))?;
+            let name = ServerName::try_from(server_name.unwrap_or(host))
+                .map_err(|_| invalid("bad server name"))?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;
@@ -787,6 +845,39 @@ mod tests {
         assert!("metrics.k8s.io".parse::<BackendSpec>().is_err());
         assert!("metrics.k8s.io=http://x:1".parse::<BackendSpec>().is_err());
         assert!("metrics=https://x:1".parse::<BackendSpec>().is_err());
+        assert_eq!(b.ca_bundle, None, "the plain form is insecureSkipTLSVerify");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::Ca::new("test").unwrap();
+        let file = dir.path().join("ca.crt");
+        std::fs::write(&file, &ca.cert_pem).unwrap();
+        let b: BackendSpec = format!(
+            "metrics.k8s.io=https://127.0.0.1:4443,ca={},name=metrics-bridge.kube-system.svc",
+            file.display()
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(b.url, "https://127.0.0.1:4443");
+        assert_eq!(b.ca_bundle.as_deref(), Some(ca.cert_pem.as_str()));
+        assert_eq!(
+            b.server_name.as_deref(),
+            Some("metrics-bridge.kube-system.svc")
+        );
+        let err = "metrics.k8s.io=https://x:1,ca=/nonexistent"
+            .parse::<BackendSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reading the CA bundle /nonexistent"), "{err}");
+        assert!(
+            "metrics.k8s.io=https://x:1,insecure"
+                .parse::<BackendSpec>()
+                .is_err()
+        );
+        std::fs::write(&file, "not a certificate").unwrap();
+        assert!(
+            format!("metrics.k8s.io=https://x:1,ca={}", file.display())
+                .parse::<BackendSpec>()
+                .is_err()
+        );
     }
 
     #[test]

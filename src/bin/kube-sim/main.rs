@@ -93,8 +93,10 @@ struct Args {
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
     /// Serve GROUP through a backend, as an APIService: GROUP=URL or GROUP/V1,V2=URL
-    /// (metrics.k8s.io defaults to versions v1beta1 and v1). Repeatable.
-    #[arg(long, value_name = "GROUP=URL")]
+    /// (metrics.k8s.io defaults to versions v1beta1 and v1), not verifying the backend
+    /// (insecureSkipTLSVerify); add ,ca=FILE[,name=SERVICE.NAMESPACE.svc] to verify it against
+    /// that caBundle and name (also sent as SNI). Repeatable.
+    #[arg(long, value_name = "GROUP=URL[,ca=FILE,name=HOST]")]
     aggregate: Vec<BackendSpec>,
     /// A kubelet fault from the start: NODE=KIND with KIND one of slow:DURATION, hang,
     /// http500, truncated, garbage, wrong-san, wrong-ca, refused, huge[:BYTES]. Repeatable.
