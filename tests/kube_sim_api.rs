@@ -381,3 +381,42 @@ async fn reviews_decide_for_each_identity() {
         sim.read("front-proxy-ca.crt")
     );
 }
+
+#[test]
+fn more_nodes_than_file_descriptors_fail_early_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A hard limit of 600 for 1,000 listeners: kube-sim must say so before building anything.
+    let script = format!(
+        "ulimit -n 600 && exec {} --dir {} --apiserver-addr 127.0.0.1:0 --kubelet-port {} --nodes 1000 --pods-per-node 1",
+        env!("CARGO_BIN_EXE_kube-sim"),
+        dir.path().display(),
+        support::kubelet_port()
+    );
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // Only a process allowed to raise its hard limit gets here: nothing to check.
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("kube-sim raised RLIMIT_NOFILE itself (privileged): skipped");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "kube-sim: --nodes 1000 needs a listening socket per kubelet, more than RLIMIT_NOFILE allows: the limit is 600 (hard 600, which only a privileged process can raise); use fewer nodes or raise the hard limit (ulimit -Hn)"
+    );
+}

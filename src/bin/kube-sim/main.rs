@@ -185,25 +185,51 @@ enum StartError {
     Flag { flag: &'static str, reason: String },
     #[error(transparent)]
     External(#[from] external::ExternalError),
+    #[error("a thread building the initial objects panicked")]
+    LoadPanicked,
+    #[error(
+        "--nodes {nodes} needs a listening socket per kubelet, more than RLIMIT_NOFILE allows: the limit is {soft} (hard {hard}, which only a privileged process can raise); use fewer nodes or raise the hard limit (ulimit -Hn)"
+    )]
+    FdLimit { nodes: u64, soft: u64, hard: u64 },
     #[error("{0}; then cleaning up what was created failed: {1}")]
     ExternalCleanup(external::ExternalError, external::ExternalError),
 }
 
-fn raise_fd_limit(nodes: usize) {
-    // Each kubelet holds a listener and a connection per client; leave room for both and more.
-    let want = (nodes as u64 * 4 + 4096).max(65_536);
-    match rlimit::Resource::NOFILE.get() {
-        Ok((soft, hard)) => {
-            let new_hard = hard.max(want);
-            if rlimit::Resource::NOFILE
-                .set(want.max(soft), new_hard)
-                .is_err()
-            {
-                let _ = rlimit::Resource::NOFILE.set(hard.max(soft), hard);
-            }
+/// File descriptors kube-sim needs besides one listener per kubelet: the API server, its
+/// clients and watches, the runtime.
+const FD_RESERVE: u64 = 256;
+
+/// Raises RLIMIT_NOFILE as far as allowed (each kubelet holds a listener, and a connection
+/// per client), and fails early, saying why, if even one listener per node does not fit.
+fn raise_fd_limit(nodes: usize) -> Result<(), StartError> {
+    let nodes = nodes as u64;
+    let want = (nodes * 4 + 4096).max(65_536);
+    let (soft, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading RLIMIT_NOFILE failed");
+            return Ok(());
         }
-        Err(e) => tracing::warn!(error = %e, "reading RLIMIT_NOFILE failed"),
+    };
+    if rlimit::Resource::NOFILE
+        .set(want.max(soft), hard.max(want))
+        .is_err()
+    {
+        // Only a privileged process may raise the hard limit: take what there is.
+        let _ = rlimit::Resource::NOFILE.set(hard.max(soft), hard);
     }
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap_or((soft, hard));
+    if nodes + FD_RESERVE > soft {
+        return Err(StartError::FdLimit { nodes, soft, hard });
+    }
+    if nodes * 2 + FD_RESERVE > soft {
+        tracing::warn!(
+            nodes,
+            limit = soft,
+            "RLIMIT_NOFILE leaves no room for a connection to every kubelet: a client scraping them all with keep-alive will exhaust it"
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -251,7 +277,7 @@ async fn run(args: Args) -> Result<(), StartError> {
         source,
     })?;
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    raise_fd_limit(args.nodes);
+    raise_fd_limit(args.nodes)?;
     let listener = tokio::net::TcpListener::bind(args.apiserver_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -369,6 +395,43 @@ fn serve(
     )))
 }
 
+/// Builds and encodes every node's objects into the store, a node at a time (the peak holds
+/// one node's k8s-openapi structs per thread, not 150,000 pods' worth) on every core: this
+/// is most of the start-up time at scale.
+fn load_nodes(store: &Store, model: &Model) -> Result<(), StartError> {
+    let ids = model.node_ids();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(ids.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), objects::ObjectsError> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&id) = ids.get(i) else {
+                            return Ok(());
+                        };
+                        let node = model.node_object(id).map(Object::Node);
+                        let pods = model.pod_objects_on_node(id).unwrap_or_default();
+                        store.load(node.into_iter().chain(pods.into_iter().map(Object::Pod)))?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            match w.join() {
+                Ok(r) => r?,
+                Err(_) => return Err(StartError::LoadPanicked),
+            }
+        }
+        Ok(())
+    })
+}
+
 /// kube-sim with its own API server.
 async fn run_local(args: Args, setup: Setup) -> Result<(), StartError> {
     let pki = &setup.pki;
@@ -376,17 +439,11 @@ async fn run_local(args: Args, setup: Setup) -> Result<(), StartError> {
     let started = setup.started;
     let now = SystemTime::now();
     let store = Arc::new(Store::new(args.watch_history));
-    // Objects are built and encoded a node at a time, so the peak holds one node's
-    // k8s-openapi structs, not 150,000 pods' worth.
     let mut initial: Vec<Object> = Vec::new();
     initial.extend(model.namespaces().into_iter().map(Object::Namespace));
     initial.push(apiserver::auth_configmap(pki, now));
     store.load(initial)?;
-    for id in model.node_ids() {
-        let node = model.node_object(id).map(Object::Node);
-        let pods = model.pod_objects_on_node(id).unwrap_or_default();
-        store.load(node.into_iter().chain(pods.into_iter().map(Object::Pod)))?;
-    }
+    load_nodes(&store, model)?;
     tracing::info!(elapsed = ?started.elapsed(), "objects loaded");
 
     let kubelets = Arc::new(Kubelets::new(
