@@ -146,6 +146,9 @@ async fn nodes_and_pods_in_another_control_plane() {
             .unwrap();
         assert_eq!(ready.status, "True");
         assert!(!st.node_info.as_ref().unwrap().kubelet_version.is_empty());
+        // Left to the cluster's controllers.
+        let spec = n.spec.clone().unwrap_or_default();
+        assert_eq!((spec.provider_id, spec.pod_cidr), (None, None));
     }
 
     // Pods: bound to their nodes, with the status the model gives them.
@@ -171,6 +174,11 @@ async fn nodes_and_pods_in_another_control_plane() {
         let spec = p.spec.as_ref().unwrap();
         assert!(spec.node_name.as_deref().unwrap().starts_with("node-0000"));
         assert!(p.metadata.owner_references.is_none());
+        let qos = p.status.as_ref().unwrap().qos_class.as_deref().unwrap();
+        assert!(
+            ["Guaranteed", "Burstable", "BestEffort"].contains(&qos),
+            "{qos}"
+        );
         let conds = p
             .status
             .as_ref()
@@ -272,6 +280,34 @@ async fn nodes_and_pods_in_another_control_plane() {
         5,
         "answers come from the cache"
     );
+    // Client certificates verify against the cluster's client CA, read from its
+    // extension-apiserver-authentication ConfigMap: the first kube-sim's admin gets in (one
+    // more SubjectAccessReview), the external kube-sim's own admin certificate does not.
+    let (cert, key) = (api.read("admin.crt"), api.read("admin.key"));
+    let r = https(
+        "GET",
+        &page_url,
+        Some(&ca),
+        Cred::Cert(&cert, &key),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (cert, key) = (sim.read("admin.crt"), sim.read("admin.key"));
+    let r = https(
+        "GET",
+        &page_url,
+        Some(&ca),
+        Cred::Cert(&cert, &key),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.text().as_str()), (401, "Unauthorized"));
+    assert_eq!(reviews(&sim).await - before, 6);
     // The page's numbers are the external kube-sim's model's (independent parser).
     let scrape =
         prometheus_parse::Scrape::parse(page.text().lines().map(|l| Ok(l.to_string()))).unwrap();

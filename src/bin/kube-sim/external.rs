@@ -19,11 +19,13 @@
 //! - on SIGINT/SIGTERM everything it created is deleted; at start, what a previous run left
 //!   (anything labelled `kube-sim.io/owned=true`) is deleted first.
 //!
-//! Objects are adapted to a real cluster's admission: no `ownerReferences` (the garbage
-//! collector would delete pods whose owners do not exist), no `priority`/`preemptionPolicy`
-//! (the Priority admission plugin computes them), the `default` service account with
-//! `automountServiceAccountToken: false` (the accounts the model names may not exist), and
-//! the server assigns uids and timestamps.
+//! Objects are adapted to a real cluster's admission and controllers: no `ownerReferences`
+//! (the garbage collector would delete pods whose owners do not exist), no
+//! `priority`/`preemptionPolicy` (the Priority admission plugin computes them), the `default`
+//! service account with `automountServiceAccountToken: false` (the accounts the model names
+//! may not exist), no node `providerID` or pod CIDRs (a cloud's node controller would delete
+//! unknown nodes; IPAM allocates CIDRs), the pod's `qosClass` left to the server, and the
+//! server assigns uids and timestamps.
 //!
 //! The kubelets authenticate and authorize against this cluster ([`crate::webhook`]).
 
@@ -549,6 +551,13 @@ impl External {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let mut new = node.clone();
         owned_meta(&mut new.metadata);
+        // A cloud's node controller would delete a node whose provider ID it does not know,
+        // and a node IPAM controller allocates pod CIDRs itself.
+        if let Some(spec) = new.spec.as_mut() {
+            spec.provider_id = None;
+            spec.pod_cidr = None;
+            spec.pod_cidrs = None;
+        }
         let created = match self.call(|| nodes.create(&PP, &new)).await {
             Ok(n) => n,
             Err(e) if code(&e) == Some(409) => {
@@ -687,7 +696,10 @@ impl External {
             }
             self.created().pods.insert((ns.clone(), name.clone()), uid);
         }
-        let status = Patch::Strategic(json!({"status": pod.status}));
+        // The QoS class is the API server's (computed at creation, immutable): leave it out.
+        let mut status = pod.status.clone().unwrap_or_default();
+        status.qos_class = None;
+        let status = Patch::Strategic(json!({ "status": status }));
         self.call(|| pods.patch_status(&name, &PATCH, &status))
             .await
             .map_err(api_err(format!("writing the status of pod {ns}/{name}")))?;
