@@ -628,3 +628,166 @@ async fn a_killed_runs_leftovers_are_cleaned_and_rbac_is_enforced() {
         "{err}"
     );
 }
+
+/// A quantity as metrics-server writes usage (`123456n`, `2m`, `1024Ki`, `3`) in base units.
+fn quantity(q: &str) -> f64 {
+    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
+    let (n, suffix) = q.split_at(split);
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("quantity {q:?}"));
+    n * match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("suffix {other:?} in {q:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_bridge_reports_the_external_nodes_through_the_serving_cluster() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let backend = format!("metrics.k8s.io=https://127.0.0.1:{port}");
+    let api = KubeSim::start(&[
+        "--nodes",
+        "0",
+        "--aggregate",
+        &backend,
+        "--aggregator-probe-interval",
+        "1s",
+    ]);
+    let sim = external(
+        &api,
+        &["--nodes", "3", "--pods-per-node", "5", "--seed", "11"],
+    );
+    // The real binary, as deployed against the serving cluster: its service account's
+    // kubeconfig, the kubelets' port, and their CA (the external kube-sim's), verified.
+    let mut bridge = std::process::Command::new(env!("CARGO_BIN_EXE_metrics-bridge"))
+        .arg(format!(
+            "--kubeconfig={}",
+            api.path("metrics-bridge.kubeconfig").display()
+        ))
+        .args(["--bind-address=127.0.0.1", &format!("--secure-port={port}")])
+        .arg(format!("--cert-dir={}", api.path("bridge-certs").display()))
+        .arg(format!("--kubelet-port={}", sim.kubelet_port))
+        .arg(format!(
+            "--kubelet-certificate-authority={}",
+            sim.path("ca.crt").display()
+        ))
+        .args([
+            "--kubelet-preferred-address-types=InternalIP",
+            "--metric-resolution=2s",
+            "--kubelet-request-timeout=1s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(api.path("bridge.log")).unwrap())
+        .spawn()
+        .expect("spawn metrics-bridge");
+    let expected = sim.expected().await;
+    let want_nodes = expected["nodes"].as_array().unwrap();
+    let want_pods = expected["pods"].as_array().unwrap();
+
+    // Through the serving kube-sim's aggregator, as kubectl and the HPA ask.
+    let get = |path: &'static str| {
+        let (url, ca) = (api.url.clone(), api.read("ca.crt"));
+        let (cert, key) = (api.read("admin.crt"), api.read("admin.key"));
+        async move {
+            https(
+                "GET",
+                &format!("{url}{path}"),
+                Some(&ca),
+                Cred::Cert(&cert, &key),
+                &[],
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let mut nodes = serde_json::Value::Null;
+    let mut pods = serde_json::Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = get("/apis/metrics.k8s.io/v1beta1/nodes").await;
+        let p = get("/apis/metrics.k8s.io/v1beta1/pods").await;
+        if n.status == 200 && p.status == 200 {
+            nodes = n.json();
+            pods = p.json();
+            if nodes["items"].as_array().unwrap().len() == want_nodes.len()
+                && pods["items"].as_array().unwrap().len() == want_pods.len()
+            {
+                break;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bridge.kill();
+            panic!(
+                "metrics-bridge never reported every node and pod: {nodes} {pods}\n{}",
+                api.read("bridge.log")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for want in want_nodes {
+        let got = nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["metadata"]["name"] == want["name"])
+            .unwrap_or_else(|| panic!("{} missing", want["name"]));
+        let cpu = quantity(got["usage"]["cpu"].as_str().unwrap());
+        let want_cpu = want["cpu_cores"].as_f64().unwrap();
+        assert!(
+            (cpu - want_cpu).abs() <= want_cpu * 1e-6 + 1e-9,
+            "{}: cpu {cpu} vs {want_cpu}",
+            want["name"]
+        );
+        assert_eq!(
+            quantity(got["usage"]["memory"].as_str().unwrap()),
+            want["memory_bytes"].as_f64().unwrap(),
+            "{}",
+            want["name"]
+        );
+    }
+    for want in want_pods {
+        let got = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| {
+                p["metadata"]["namespace"] == want["namespace"]
+                    && p["metadata"]["name"] == want["name"]
+            })
+            .unwrap_or_else(|| panic!("{} missing", want["name"]));
+        for c in want["containers"].as_array().unwrap() {
+            let gc = got["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == c["name"])
+                .unwrap();
+            let cpu = quantity(gc["usage"]["cpu"].as_str().unwrap());
+            let want_cpu = c["cpu_cores"].as_f64().unwrap();
+            assert!(
+                (cpu - want_cpu).abs() <= want_cpu * 1e-6 + 1e-9,
+                "{}/{}: cpu {cpu} vs {want_cpu}",
+                want["name"],
+                c["name"]
+            );
+            assert_eq!(
+                quantity(gc["usage"]["memory"].as_str().unwrap()),
+                c["memory_bytes"].as_f64().unwrap()
+            );
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &bridge.id().to_string()])
+        .status();
+    let _ = bridge.wait();
+}
