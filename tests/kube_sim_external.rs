@@ -68,6 +68,13 @@ fn running_in(expected: &serde_json::Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// One GET verifying the server against `ca`.
+async fn fetch(url: &str, ca: &str, cred: Cred<'_>) -> support::Reply {
+    https("GET", url, Some(ca), cred, &[], Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 fn phase(p: &Pod) -> &str {
     p.status
         .as_ref()
@@ -219,40 +226,22 @@ async fn nodes_and_pods_in_another_control_plane() {
     // authentication and authorization against the first kube-sim, cached.
     let page_url = sim.kubelet_url("127.1.0.1", "/metrics/resource");
     let ca = sim.read("ca.crt");
-    let get = |cred: Cred<'static>| {
-        let (url, ca) = (page_url.clone(), ca.clone());
-        async move {
-            https("GET", &url, Some(&ca), cred, &[], Vec::new())
-                .await
-                .unwrap()
-        }
-    };
-    let mb: &'static str = Box::leak(api.token("metrics-bridge").into_boxed_str());
-    let viewer: &'static str = Box::leak(api.token("viewer").into_boxed_str());
-    let reviews = |sim: &KubeSim| {
-        let sim_url = sim.url.clone();
-        let ca = sim.read("ca.crt");
-        let token = sim.token("admin");
-        async move {
-            https(
-                "GET",
-                &format!("{sim_url}/sim/info"),
-                Some(&ca),
-                Cred::Token(&token),
-                &[],
-                Vec::new(),
-            )
+    let mb = api.token("metrics-bridge");
+    let viewer = api.token("viewer");
+    let get = |cred| fetch(&page_url, &ca, cred);
+    let (sim_ca, sim_admin) = (sim.read("ca.crt"), sim.token("admin"));
+    let info_url = format!("{}/sim/info", sim.url);
+    let reviews = || async {
+        fetch(&info_url, &sim_ca, Cred::Token(&sim_admin))
             .await
-            .unwrap()
             .json()["kubeletReviews"]
-                .as_u64()
-                .unwrap()
-        }
+            .as_u64()
+            .unwrap()
     };
-    let before = reviews(&sim).await;
-    let page = get(Cred::Token(mb)).await;
+    let before = reviews().await;
+    let page = get(Cred::Token(&mb)).await;
     assert_eq!(page.status, 200, "{}", page.text());
-    let denied = get(Cred::Token(viewer)).await;
+    let denied = get(Cred::Token(&viewer)).await;
     assert_eq!(
         (denied.status, denied.text().as_str()),
         (
@@ -267,47 +256,25 @@ async fn nodes_and_pods_in_another_control_plane() {
     );
     assert_eq!(get(Cred::None).await.status, 401);
     assert_eq!(
-        reviews(&sim).await - before,
+        reviews().await - before,
         5,
         "TokenReview + SAR for each of two tokens, a TokenReview for the unknown one"
     );
     for _ in 0..3 {
-        assert_eq!(get(Cred::Token(mb)).await.status, 200);
-        assert_eq!(get(Cred::Token(viewer)).await.status, 403);
+        assert_eq!(get(Cred::Token(&mb)).await.status, 200);
+        assert_eq!(get(Cred::Token(&viewer)).await.status, 403);
     }
-    assert_eq!(
-        reviews(&sim).await - before,
-        5,
-        "answers come from the cache"
-    );
+    assert_eq!(reviews().await - before, 5, "answers come from the cache");
     // Client certificates verify against the cluster's client CA, read from its
     // extension-apiserver-authentication ConfigMap: the first kube-sim's admin gets in (one
     // more SubjectAccessReview), the external kube-sim's own admin certificate does not.
     let (cert, key) = (api.read("admin.crt"), api.read("admin.key"));
-    let r = https(
-        "GET",
-        &page_url,
-        Some(&ca),
-        Cred::Cert(&cert, &key),
-        &[],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let r = fetch(&page_url, &ca, Cred::Cert(&cert, &key)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let (cert, key) = (sim.read("admin.crt"), sim.read("admin.key"));
-    let r = https(
-        "GET",
-        &page_url,
-        Some(&ca),
-        Cred::Cert(&cert, &key),
-        &[],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let r = fetch(&page_url, &ca, Cred::Cert(&cert, &key)).await;
     assert_eq!((r.status, r.text().as_str()), (401, "Unauthorized"));
-    assert_eq!(reviews(&sim).await - before, 6);
+    assert_eq!(reviews().await - before, 6);
     // The page's numbers are the external kube-sim's model's (independent parser).
     let scrape =
         prometheus_parse::Scrape::parse(page.text().lines().map(|l| Ok(l.to_string()))).unwrap();
@@ -694,21 +661,15 @@ async fn metrics_bridge_reports_the_external_nodes_through_the_serving_cluster()
     let want_pods = expected["pods"].as_array().unwrap();
 
     // Through the serving kube-sim's aggregator, as kubectl and the HPA ask.
-    let get = |path: &'static str| {
-        let (url, ca) = (api.url.clone(), api.read("ca.crt"));
-        let (cert, key) = (api.read("admin.crt"), api.read("admin.key"));
-        async move {
-            https(
-                "GET",
-                &format!("{url}{path}"),
-                Some(&ca),
-                Cred::Cert(&cert, &key),
-                &[],
-                Vec::new(),
-            )
-            .await
-            .unwrap()
-        }
+    let (api_ca, cert, key) = (
+        api.read("ca.crt"),
+        api.read("admin.crt"),
+        api.read("admin.key"),
+    );
+    let get = |path: &str| {
+        let url = format!("{}{path}", api.url);
+        let (ca, cert, key) = (&api_ca, &cert, &key);
+        async move { fetch(&url, ca, Cred::Cert(cert, key)).await }
     };
     let mut nodes = serde_json::Value::Null;
     let mut pods = serde_json::Value::Null;
