@@ -764,26 +764,29 @@ fn the_example_config_files_load() {
     assert_eq!(from_yaml, components_yaml_options(Some(yaml)));
 }
 
-/// `docs/flags.md` holds the generated flag tables; regenerate with
+/// `docs/flags.md` and `README.md` hold the generated flag tables; regenerate both with
 /// `UPDATE_FLAGS_DOC=1 cargo test --lib options::tests::the_flag_reference_is_current`.
 #[test]
 fn the_flag_reference_is_current() {
     const BEGIN: &str = "<!-- BEGIN GENERATED: flag tables (src/options/spec.rs) -->\n";
     const END: &str = "<!-- END GENERATED -->";
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/flags.md");
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let (Some(start), Some(end)) = (doc.find(BEGIN), doc.find(END)) else {
-        panic!("docs/flags.md lacks the generated-section markers");
-    };
-    let current = &doc[start + BEGIN.len()..end];
     let generated = spec::markdown();
-    if current != generated {
+    for file in ["docs/flags.md", "README.md"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file);
+        let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let (Some(start), Some(end)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("{file} lacks the generated-section markers");
+        };
+        let current = &doc[start + BEGIN.len()..end];
+        if current == generated {
+            continue;
+        }
         if std::env::var_os("UPDATE_FLAGS_DOC").is_some() {
             let updated = format!("{}{BEGIN}{generated}{}", &doc[..start], &doc[end..]);
             std::fs::write(&path, updated).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         } else {
             panic!(
-                "docs/flags.md is out of date; run UPDATE_FLAGS_DOC=1 cargo test --lib \
+                "{file} is out of date; run UPDATE_FLAGS_DOC=1 cargo test --lib \
                  options::tests::the_flag_reference_is_current"
             );
         }
