@@ -107,6 +107,9 @@ impl Status {
     /// 403 for a resource request:
     /// `pods.metrics.k8s.io is forbidden: User "u" cannot list resource "pods" in API group
     /// "metrics.k8s.io" in the namespace "ns"`. `name` is the object's name for get.
+    /// `resource` may be `resource/subresource`: the user "cannot get resource
+    /// \"nodes/proxy\"", while the subject and the details name the resource alone, as
+    /// kube-apiserver words it.
     pub fn forbidden_resource(
         user: &str,
         verb: &str,
@@ -116,9 +119,10 @@ impl Status {
         name: Option<&str>,
         reason: Option<&str>,
     ) -> Self {
+        let base = resource.split_once('/').map_or(resource, |(r, _)| r);
         let subject = match name {
-            Some(n) => format!("{} \"{n}\" is forbidden", qualified(resource, group)),
-            None => format!("{} is forbidden", qualified(resource, group)),
+            Some(n) => format!("{} \"{n}\" is forbidden", qualified(base, group)),
+            None => format!("{} is forbidden", qualified(base, group)),
         };
         let scope = match namespace {
             Some(ns) => format!("in the namespace \"{ns}\""),
@@ -134,7 +138,7 @@ impl Status {
         Self::failure(StatusCode::FORBIDDEN, "Forbidden", message).with_details(
             name.unwrap_or(""),
             group,
-            resource,
+            base,
         )
     }
 
@@ -244,6 +248,12 @@ mod tests {
             s.message,
             r#"pods "p" is forbidden: User "u" cannot get resource "pods" in API group "" in the namespace "ns""#
         );
+        let s = Status::forbidden_resource("u", "get", "", "nodes/proxy", None, Some("n1"), None);
+        assert_eq!(
+            s.message,
+            r#"nodes "n1" is forbidden: User "u" cannot get resource "nodes/proxy" in API group "" at the cluster scope"#
+        );
+        assert_eq!(s.details.as_ref().map(|d| d.kind.as_str()), Some("nodes"));
         let s = Status::forbidden_path("system:anonymous", "get", "/metrics", None);
         assert_eq!(
             s.message,
