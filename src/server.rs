@@ -5,8 +5,9 @@
 //! 1. raise the open-file soft limit to the hard limit (Go does this implicitly; thousands of
 //!    keep-alive kubelet connections need it);
 //! 2. load the kube client config (`--kubeconfig`, else in-cluster) and the kubelet
-//!    credentials, and build both TLS configs once; bad input fails here, before anything
-//!    listens;
+//!    credentials, start delegated authentication (CA files, the
+//!    `extension-apiserver-authentication` ConfigMap) and build both TLS configs once; bad
+//!    input fails here, before anything listens;
 //! 3. start the node and pod watchers, then listen at once: health answers immediately, while
 //!    the metrics API answers 503 (a Kubernetes `Status`, with `Retry-After`) until both caches
 //!    have synced. kube-apiserver's availability check then reports the backend as failing
@@ -31,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use crate::api::ApiState;
+use crate::auth::{Auth, AuthError};
 use crate::cluster::ClusterState;
 use crate::cluster::watch::{NodeSync, PodSync};
 use crate::health::Health;
@@ -66,6 +68,8 @@ pub enum ServerError {
     Scrape(#[from] ScrapeError),
     #[error("serving certificate: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("cannot listen on {addr} (--bind-address/--secure-port): {source}")]
     Bind {
         addr: SocketAddr,
@@ -261,6 +265,35 @@ pub async fn run_scraper(
     scraper.run(stop).await;
 }
 
+/// The client for delegated reviews: from `kubeconfig` (`--authentication-kubeconfig` or
+/// `--authorization-kubeconfig`), else the cluster client, as metrics-server does.
+async fn delegated_client(
+    kubeconfig: Option<&Path>,
+    cluster: &kube::Client,
+) -> Result<kube::Client, ServerError> {
+    match kubeconfig {
+        None => Ok(cluster.clone()),
+        Some(path) => kube::Client::try_from(kube_config(Some(path)).await?)
+            .map_err(|source| ServerError::Client { source }),
+    }
+}
+
+/// Starts delegated authentication and authorization (see [`crate::auth`]).
+pub async fn start_auth(
+    options: &Options,
+    cluster: &kube::Client,
+) -> Result<Arc<Auth>, ServerError> {
+    let authn = delegated_client(options.authentication.kubeconfig.as_deref(), cluster).await?;
+    let authz = delegated_client(options.authorization.kubeconfig.as_deref(), cluster).await?;
+    Ok(Auth::start(
+        &options.authentication,
+        &options.authorization,
+        authn,
+        authz,
+    )
+    .await?)
+}
+
 /// Builds the scraper from the options and the kube client config.
 pub fn build_scraper(
     options: &Options,
@@ -316,9 +349,8 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
         kube::Client::try_from(kube.clone()).map_err(|source| ServerError::Client { source })?;
     let c = Components::new(options.metric_resolution);
     let scraper = build_scraper(&options, &kube, &c)?;
-    // Client certificates (front proxy, client CA) are asked for once delegated
-    // authentication supplies a verifier; until then no client certificate is requested.
-    let tls = ReloadingServerConfig::new(options.serving.clone(), None)?;
+    let auth = start_auth(&options, &client).await?;
+    let tls = ReloadingServerConfig::new(options.serving.clone(), auth.client_cert_verifier())?;
     let listener = bind(&options).await?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving on the secure port; the metrics API answers once the node and pod caches have synced");
@@ -326,6 +358,7 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let watchers = spawn_watchers(client, &options, &c);
+    let auth_tasks = auth.spawn(stop_rx.clone());
     let scraping = tokio::spawn(run_scraper(
         scraper,
         Arc::clone(&c.cluster),
@@ -334,7 +367,7 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
     let mut serving = tokio::spawn(serve(
         listener,
         tls,
-        app(&c),
+        auth.protect(app(&c)),
         !options.serving.disable_http2_serving,
         stop_rx,
     ));
@@ -360,7 +393,7 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
         },
     };
     let _ = scraping.await;
-    for w in watchers {
+    for w in watchers.into_iter().chain(auth_tasks) {
         w.abort();
     }
     match served {
