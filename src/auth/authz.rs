@@ -137,7 +137,6 @@ impl Authorizer {
         if !info.is_resource_request && self.paths.matches(&info.path) {
             return Ok(Decision::allow());
         }
-        let client = self.client.clone();
         let retry = self.retry;
         let cacheable = attributes_size(info) < MAX_CACHED_ATTRIBUTES;
         let (allowed_ttl, denied_ttl) = (self.allowed_ttl, self.denied_ttl);
@@ -145,6 +144,8 @@ impl Authorizer {
             .get_or_fetch(
                 cache_key(user, info),
                 || {
+                    // Built only on a miss: a cached decision costs the key and a lookup.
+                    let client = self.client.clone();
                     let review = review_for(user, info);
                     async move {
                         let api: Api<SubjectAccessReview> = Api::all(client);

@@ -87,7 +87,8 @@ impl User {
     }
 
     /// k8s.io/apiserver's `AuthenticatedGroupAdder`: every authenticated user is in
-    /// `system:authenticated`.
+    /// `system:authenticated`. Applied before a user is cached, so a cache hit is shared
+    /// as is.
     fn with_authenticated_group(mut self) -> Self {
         if self.name != ANONYMOUS && !self.groups.iter().any(|g| g == AUTHENTICATED) {
             self.groups.push(AUTHENTICATED.into());
@@ -248,7 +249,7 @@ impl Auth {
             }
             match &verdict.client {
                 Some(Ok(Some(user))) => {
-                    return Ok(Arc::new((**user).clone().with_authenticated_group()));
+                    return Ok(Arc::clone(user));
                 }
                 Some(Err(e)) => reasons.push(e.clone()),
                 Some(Ok(None)) | None => {}
@@ -257,7 +258,7 @@ impl Auth {
         match token::bearer(headers) {
             Ok(Some(token)) => match self.tokens.authenticate(token).await {
                 Ok(TokenAnswer::User(user)) => {
-                    return Ok(Arc::new((*user).clone().with_authenticated_group()));
+                    return Ok(user);
                 }
                 Ok(TokenAnswer::Unknown) => reasons.push("invalid bearer token".into()),
                 Err(e @ TokenError::Rejected(_)) => reasons.push(e.to_string()),

@@ -102,14 +102,12 @@ impl TokenAuthenticator {
     pub async fn authenticate(&self, token: &str) -> Result<TokenAnswer, TokenError> {
         let mut key = [0u8; 32];
         key.copy_from_slice(ring::hmac::sign(&self.key, token.as_bytes()).as_ref());
-        let client = self.client.clone();
-        let retry = self.retry;
-        let token = token.to_owned();
         let ttl = self.ttl;
+        // The client and the token are copied only on a miss: a hit allocates nothing.
         self.cache
             .get_or_fetch(
                 key,
-                move || review(client, token, retry),
+                || review(self.client.clone(), token.to_owned(), self.retry),
                 move |_| Some(ttl),
                 || {
                     TokenError::Review(Arc::new(ReviewError::Aborted {
@@ -147,12 +145,13 @@ async fn review(
         };
     }
     let info = status.user.unwrap_or_default();
-    Ok(TokenAnswer::User(Arc::new(User {
+    let user = User {
         name: info.username.unwrap_or_default(),
         uid: info.uid.unwrap_or_default(),
         groups: info.groups.unwrap_or_default(),
         extra: info.extra.unwrap_or_default().into_iter().collect(),
-    })))
+    };
+    Ok(TokenAnswer::User(Arc::new(user.with_authenticated_group())))
 }
 
 #[cfg(test)]

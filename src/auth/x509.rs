@@ -249,7 +249,8 @@ pub struct Verdict {
     /// allowed): `None` when no requestheader CA is configured.
     pub front_proxy: Option<Result<(), String>>,
     /// The x509 check: `None` when no client CA is configured; `Ok(None)` for a verified
-    /// certificate without a CN.
+    /// certificate without a CN. The user is complete (in `system:authenticated`), shared by
+    /// every request on the chain.
     pub client: Option<Result<Option<Arc<User>>, String>>,
 }
 
@@ -341,7 +342,7 @@ pub fn verify(chain: &[CertificateDer<'static>], state: &CaState, now: UnixTime)
     let client = state.client_ca.as_ref().map(|ca| {
         ca.verify(chain, now)?;
         let leaf = chain.first().ok_or("no certificate")?;
-        Ok(user_from_certificate(leaf)?.map(Arc::new))
+        Ok(user_from_certificate(leaf)?.map(|u| Arc::new(u.with_authenticated_group())))
     });
     Verdict {
         front_proxy,
