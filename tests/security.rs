@@ -57,6 +57,11 @@ impl Bridge {
             ))
             .args(["--bind-address=127.0.0.1", &format!("--secure-port={port}")])
             .arg(format!("--kubelet-port={}", sim.kubelet_port))
+            // The self-signed fallback goes to the test's directory, not the crate's.
+            .arg(format!(
+                "--cert-dir={}",
+                sim.path(&format!("{name}-certs")).display()
+            ))
             .args([
                 "--kubelet-preferred-address-types=InternalIP",
                 "--metric-resolution=2s",
