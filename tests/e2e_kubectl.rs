@@ -248,31 +248,6 @@ async fn kubectl_1_33_top_prints_the_expected_figures() {
 // ---------------------------------------------------------------------------------------------
 // kubectl get --raw on every path
 
-/// `kubectl get --raw PATH`, parsed as JSON.
-fn raw(cluster: &Cluster, kubectl: &str, path: &str) -> Result<Value, Mismatch> {
-    let out = cluster.kubectl(kubectl, &["get", "--raw", path])?;
-    serde_json::from_str(&out)
-        .map_err(|e| Mismatch::Wrong(format!("{path}: not JSON ({e}): {out}")))
-}
-
-/// `kubectl get --raw PATH` must fail with this reason; returns kubectl's message.
-fn raw_error(cluster: &Cluster, kubectl: &str, path: &str, reason: &str) -> String {
-    let out = cluster
-        .sim
-        .kubectl(kubectl, "kubeconfig", &["get", "--raw", path]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "{path} succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        stderr.contains(&format!("Error from server ({reason}): ")),
-        "{path}: expected {reason}, got {stderr}"
-    );
-    stderr
-}
-
 fn check_discovery(doc: &Value, v: &str) -> Result<(), Mismatch> {
     let wrong = |m: String| {
         Err(Mismatch::Wrong(format!(
@@ -325,8 +300,8 @@ async fn raw_paths(kubectl: &str) {
     );
 
     // The group, as the aggregator serves it, and in `/apis`.
-    let group = until_ok("group", async || raw(c, kubectl, "/apis/metrics.k8s.io")).await;
-    let apis = until_ok("apis", async || raw(c, kubectl, "/apis")).await;
+    let group = until_ok("group", async || c.raw(kubectl, "/apis/metrics.k8s.io")).await;
+    let apis = until_ok("apis", async || c.raw(kubectl, "/apis")).await;
     let listed = apis["groups"]
         .as_array()
         .into_iter()
@@ -352,57 +327,56 @@ async fn raw_paths(kubectl: &str) {
         let base = format!("/apis/metrics.k8s.io/{v}");
         let av = av.as_str();
         until_ok("discovery", async || {
-            check_discovery(&raw(c, kubectl, &base)?, v)
+            check_discovery(&c.raw(kubectl, &base)?, v)
         })
         .await;
 
         // Nodes: list, get each, get one that does not exist.
         let nodes = format!("{base}/nodes");
         until_ok(&nodes, async || {
-            truth.check_node_list(&raw(c, kubectl, &nodes)?, av, &all_nodes)
+            truth.check_node_list(&c.raw(kubectl, &nodes)?, av, &all_nodes)
         })
         .await;
         for name in &all_nodes {
             let path = format!("{nodes}/{name}");
             let got = until_ok(&path, async || {
-                truth.check_node(&raw(c, kubectl, &path)?, Some(av))
+                truth.check_node(&c.raw(kubectl, &path)?, Some(av))
             })
             .await;
             assert_eq!(&got, name);
         }
-        let err = raw_error(c, kubectl, &format!("{nodes}/no-such-node"), "NotFound");
+        let err = c.raw_error(kubectl, &format!("{nodes}/no-such-node"), "NotFound");
         assert!(err.contains("\"no-such-node\" not found"), "{err}");
 
         // Pods: all namespaces, each namespace, get one per namespace.
         let pods = format!("{base}/pods");
         until_ok(&pods, async || {
-            truth.check_pod_list(&raw(c, kubectl, &pods)?, av, &all_pods)
+            truth.check_pod_list(&c.raw(kubectl, &pods)?, av, &all_pods)
         })
         .await;
         for ns in truth.namespaces() {
             let path = format!("{base}/namespaces/{ns}/pods");
             let want = truth.pods_where(|k, _| k.0 == ns);
             until_ok(&path, async || {
-                truth.check_pod_list(&raw(c, kubectl, &path)?, av, &want)
+                truth.check_pod_list(&c.raw(kubectl, &path)?, av, &want)
             })
             .await;
             let first = &want[0];
             let path = format!("{base}/namespaces/{ns}/pods/{}", first.1);
             let got = until_ok(&path, async || {
-                truth.check_pod(&raw(c, kubectl, &path)?, Some(av))
+                truth.check_pod(&c.raw(kubectl, &path)?, Some(av))
             })
             .await;
             assert_eq!(&got, first);
         }
         let empty = format!("{base}/namespaces/no-such-namespace/pods");
         until_ok(&empty, async || {
-            truth.check_pod_list(&raw(c, kubectl, &empty)?, av, &[])
+            truth.check_pod_list(&c.raw(kubectl, &empty)?, av, &[])
         })
         .await;
         // Pods that are not Running are never served, by name or in lists.
         for ((ns, name), phase) in &truth.not_running {
-            let err = raw_error(
-                c,
+            let err = c.raw_error(
                 kubectl,
                 &format!("{base}/namespaces/{ns}/pods/{name}"),
                 "NotFound",
@@ -427,7 +401,7 @@ async fn raw_paths(kubectl: &str) {
             }
             let path = format!("{pods}?labelSelector={}", enc(case.selector));
             until_ok(&path, async || {
-                truth.check_pod_list(&raw(c, kubectl, &path)?, av, &want)
+                truth.check_pod_list(&c.raw(kubectl, &path)?, av, &want)
             })
             .await;
             let want: Vec<PodKey> = want.into_iter().filter(|k| k.0 == "kube-system").collect();
@@ -436,7 +410,7 @@ async fn raw_paths(kubectl: &str) {
                 enc(case.selector)
             );
             until_ok(&path, async || {
-                truth.check_pod_list(&raw(c, kubectl, &path)?, av, &want)
+                truth.check_pod_list(&c.raw(kubectl, &path)?, av, &want)
             })
             .await;
         }
@@ -445,7 +419,7 @@ async fn raw_paths(kubectl: &str) {
             assert!(!want.is_empty(), "{} selects no node", case.selector);
             let path = format!("{nodes}?labelSelector={}", enc(case.selector));
             until_ok(&path, async || {
-                truth.check_node_list(&raw(c, kubectl, &path)?, av, &want)
+                truth.check_node_list(&c.raw(kubectl, &path)?, av, &want)
             })
             .await;
         }
@@ -499,7 +473,7 @@ async fn raw_paths(kubectl: &str) {
         for (query, want) in &field_cases {
             let path = format!("{pods}?{query}");
             until_ok(&path, async || {
-                truth.check_pod_list(&raw(c, kubectl, &path)?, av, want)
+                truth.check_pod_list(&c.raw(kubectl, &path)?, av, want)
             })
             .await;
         }
@@ -509,7 +483,7 @@ async fn raw_paths(kubectl: &str) {
         );
         let want = vec![(ns0.clone(), name0.clone())];
         until_ok(&path, async || {
-            truth.check_pod_list(&raw(c, kubectl, &path)?, av, &want)
+            truth.check_pod_list(&c.raw(kubectl, &path)?, av, &want)
         })
         .await;
         let other = if ns0 == "default" {
@@ -522,7 +496,7 @@ async fn raw_paths(kubectl: &str) {
             enc(&format!("metadata.namespace={other}"))
         );
         until_ok(&path, async || {
-            truth.check_pod_list(&raw(c, kubectl, &path)?, av, &[])
+            truth.check_pod_list(&c.raw(kubectl, &path)?, av, &[])
         })
         .await;
         let node0 = all_nodes[3].clone();
@@ -535,21 +509,19 @@ async fn raw_paths(kubectl: &str) {
         ] {
             let path = format!("{nodes}?fieldSelector={}", enc(&selector));
             until_ok(&path, async || {
-                truth.check_node_list(&raw(c, kubectl, &path)?, av, &want)
+                truth.check_node_list(&c.raw(kubectl, &path)?, av, &want)
             })
             .await;
         }
 
         // Bad selectors are 400s that say what is wrong.
-        let err = raw_error(
-            c,
+        let err = c.raw_error(
             kubectl,
             &format!("{pods}?labelSelector={}", enc("app in")),
             "BadRequest",
         );
         assert!(err.contains("expected: '('"), "{err}");
-        let err = raw_error(
-            c,
+        let err = c.raw_error(
             kubectl,
             &format!("{pods}?fieldSelector={}", enc("spec.nodeName=node-00001")),
             "BadRequest",
@@ -765,7 +737,7 @@ async fn assert_raw_unavailable(cluster: &Cluster) {
             status["message"],
             "the server is currently unable to handle the request"
         );
-        let err = raw_error(cluster, KUBECTL_1_33, &path, "ServiceUnavailable");
+        let err = cluster.raw_error(KUBECTL_1_33, &path, "ServiceUnavailable");
         assert!(
             err.contains("the server is currently unable to handle the request"),
             "{err}"

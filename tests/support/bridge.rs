@@ -137,6 +137,31 @@ impl Cluster {
             .map_err(|e| Mismatch::Wrong(format!("{kubectl} printed non-UTF-8: {e}")))
     }
 
+    /// `kubectl get --raw PATH` as the admin, parsed as JSON.
+    pub fn raw(&self, kubectl: &str, path: &str) -> Result<serde_json::Value, Mismatch> {
+        let out = self.kubectl(kubectl, &["get", "--raw", path])?;
+        serde_json::from_str(&out)
+            .map_err(|e| Mismatch::Wrong(format!("{path}: not JSON ({e}): {out}")))
+    }
+
+    /// `kubectl get --raw PATH` must fail with this reason; returns kubectl's message.
+    pub fn raw_error(&self, kubectl: &str, path: &str, reason: &str) -> String {
+        let out = self
+            .sim
+            .kubectl(kubectl, "kubeconfig", &["get", "--raw", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "{path} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            stderr.contains(&format!("Error from server ({reason}): ")),
+            "{path}: expected {reason}, got {stderr}"
+        );
+        stderr
+    }
+
     /// kube-sim's count of kubelet requests answered so far (every node).
     pub async fn kubelet_requests(&self) -> u64 {
         let info = self.sim.admin("GET", "/sim/info").await.json();
