@@ -413,6 +413,51 @@ async fn restarts_deletions_creations_and_node_removals_are_followed() {
         final_truth.check_pod_list(&list, V1BETA1, &pods_left)
     })
     .await;
+
+    // Background churn (pods replaced, containers restarted) over four scrape rounds: every
+    // pod served at any moment carries its containers' constant rates and working sets.
+    let r = cluster
+        .sim
+        .admin("PUT", "/sim/churn?podsPerMinute=60&restartsPerMinute=300")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let start = cluster.kubelet_requests().await;
+    let nodes_left = final_truth.nodes.len() as u64;
+    let mut checked = 0;
+    while cluster.kubelet_requests().await < start + 4 * nodes_left {
+        // A pod is judged by the truth from just before or just after the list was served
+        // (it may have been created or deleted in between); one in neither is too new or too
+        // old to judge.
+        let before = Truth::fetch(&cluster.sim).await;
+        let list = cluster.get(&format!("{BASE}/pods")).await.json();
+        let after = Truth::fetch(&cluster.sim).await;
+        for item in list["items"].as_array().into_iter().flatten() {
+            let key = (
+                item["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            let truth = match (
+                after.pods.contains_key(&key),
+                before.pods.contains_key(&key),
+            ) {
+                (true, _) => &after,
+                (false, true) => &before,
+                (false, false) => continue,
+            };
+            if let Err(e) = truth.check_pod(item, None) {
+                panic!("under churn: {e}");
+            }
+            checked += 1;
+        }
+    }
+    let info = cluster.sim.admin("GET", "/sim/info").await.json();
+    assert!(checked > 0, "nothing served under churn: {info}");
 }
 
 /// A node's InternalIP, from the API server.
