@@ -245,6 +245,71 @@ fn demo_prints_commands_that_work_and_stops_both_on_ctrl_c() {
     assert_closed(apiserver_port(&cluster_dir), "kube-sim");
 }
 
+/// A stand-in for `cargo` that records its arguments, answers `cargo metadata` with a target
+/// directory of its own, and "builds" by linking the test build's binaries into its
+/// `release` directory: the demo's build path, without a release build in the test suite.
+const FAKE_CARGO: &str = r#"#!/bin/sh
+echo "$*" >> "$FAKE_CARGO_LOG"
+case "$1" in
+metadata) printf '{"packages":[],"target_directory":"%s","version":1}' "$FAKE_TARGET" ;;
+build)
+    mkdir -p "$FAKE_TARGET/release"
+    ln -sf "$FAKE_BIN_DIR/kube-sim" "$FAKE_TARGET/release/kube-sim"
+    ln -sf "$FAKE_BIN_DIR/metrics-bridge" "$FAKE_TARGET/release/metrics-bridge"
+    ;;
+*) exit 1 ;;
+esac
+"#;
+
+#[test]
+fn demo_builds_release_binaries_with_cargo_and_runs_those() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let fake_bin = tmp.path().join("fake-bin");
+    std::fs::create_dir(&fake_bin).expect("mkdir");
+    let cargo = fake_bin.join("cargo");
+    std::fs::write(&cargo, FAKE_CARGO).expect("write fake cargo");
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let log = tmp.path().join("cargo.log");
+    let target = tmp.path().join("target");
+    let path = format!(
+        "{}:{}",
+        fake_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cluster_dir = tmp.path().join("demo-cluster");
+    let out = demo(tmp.path(), &cluster_dir, free_port())
+        .env_remove("DEMO_BIN_DIR")
+        .env("DEMO_EXIT_AFTER_READY", "1")
+        .env("PATH", path)
+        .env("FAKE_CARGO_LOG", &log)
+        .env("FAKE_TARGET", &target)
+        .env("FAKE_BIN_DIR", bin_dir())
+        .output()
+        .expect("demo.sh runs");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let calls = std::fs::read_to_string(&log).expect("cargo was called");
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(
+        calls.first().copied(),
+        Some("build --release --quiet --bin kube-sim --bin metrics-bridge"),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.starts_with("metadata")),
+        "the demo must ask cargo where the target directory is: {calls:?}"
+    );
+    // One progress line for the build, then the demo as usual, from the built binaries.
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.starts_with("demo: building"), "{stdout}");
+    assert_top_table(&stdout);
+    assert!(
+        stdout.contains("stopped metrics-bridge (exit 0) and kube-sim (exit 0)"),
+        "{stdout}\n{stderr}"
+    );
+}
+
 #[test]
 fn demo_refuses_to_empty_a_directory_that_is_not_a_demo_cluster() {
     let tmp = tempfile::tempdir().expect("temp dir");
