@@ -223,6 +223,25 @@ fn demo_prints_commands_that_work_and_stops_both_on_ctrl_c() {
         }
     }
 
+    // The Prometheus endpoints, listed once the build serves them, answer an exposition.
+    for command in seen
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl "))
+    {
+        let mut words = command.split_whitespace();
+        let program = words.next().expect("a program");
+        let out = Command::new(program)
+            .args(words)
+            .output()
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        let (stdout, stderr) = text(&out);
+        assert!(
+            out.status.success() && stdout.contains("# TYPE "),
+            "{command}: {stdout}{stderr}"
+        );
+    }
+
     let sent = Command::new("kill")
         .args(["-INT", "--", &format!("-{}", child.id())])
         .status()
