@@ -219,7 +219,7 @@ fn window_start(item: &Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_deletions_creations_and_node_removals_are_followed() {
     let cluster = Cluster::new(&["--nodes", "6", "--pods-per-node", "5"]);
-    let _bridge = cluster.start_bridge(&[]).await;
+    let bridge = cluster.start_bridge(&[]).await;
     cluster.wait_api_available().await;
     let truth = Truth::fetch(&cluster.sim).await;
     let all_nodes: Vec<String> = truth.nodes.keys().cloned().collect();
@@ -458,6 +458,13 @@ async fn restarts_deletions_creations_and_node_removals_are_followed() {
     }
     let info = cluster.sim.admin("GET", "/sim/info").await.json();
     assert!(checked > 0, "nothing served under churn: {info}");
+    // None of it is an error in metrics-bridge's eyes.
+    let errors: Vec<Value> = bridge
+        .log_records()
+        .into_iter()
+        .filter(|r| r["level"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 /// A node's InternalIP, from the API server.
