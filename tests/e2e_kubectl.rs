@@ -227,6 +227,18 @@ async fn kubectl_top(kubectl: &str) {
         truth.check_top_pods(&out, Some(&ns), true, &pods)
     })
     .await;
+
+    // The server's Tables, as `kubectl get` prints them.
+    until_ok("get nodes.metrics.k8s.io", async || {
+        let out = cluster.kubectl(kubectl, &["get", "nodes.metrics.k8s.io"])?;
+        truth.check_node_table(&out, &all_nodes)
+    })
+    .await;
+    until_ok("get podmetrics -A", async || {
+        let out = cluster.kubectl(kubectl, &["get", "podmetrics", "-A"])?;
+        truth.check_pod_table(&out, &all_pods)
+    })
+    .await;
     let (pod_ns, pod_name) = pods[0].clone();
     until_ok("top pod NAME", async || {
         let out = cluster.kubectl(kubectl, &["top", "pod", "-n", &pod_ns, &pod_name])?;
@@ -236,12 +248,12 @@ async fn kubectl_top(kubectl: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_1_27_top_prints_the_expected_figures() {
+async fn kubectl_1_27_top_and_get_print_the_expected_figures() {
     kubectl_top(KUBECTL_1_27).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_1_33_top_prints_the_expected_figures() {
+async fn kubectl_1_33_top_and_get_print_the_expected_figures() {
     kubectl_top(KUBECTL_1_33).await;
 }
 

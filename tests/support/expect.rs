@@ -775,6 +775,82 @@ impl Truth {
 }
 
 // ---------------------------------------------------------------------------------------------
+// kubectl get nodemetrics / podmetrics (the server's Table)
+
+/// One Table row's `CPU MEMORY WINDOW` cells, as the server formats them (quantities as in the
+/// JSON, the window as a Go duration).
+fn table_usage(what: &str, cells: &[&str]) -> Result<Usage, Mismatch> {
+    let wrong = |e: String| Mismatch::Wrong(format!("{what}: {e}"));
+    let [cpu, memory, window] = cells else {
+        return Err(wrong(format!("cells {cells:?}")));
+    };
+    let secs = go_duration_secs(window).map_err(wrong)?;
+    if !(secs > 0.0 && secs <= 120.0) {
+        return Err(wrong(format!("window {window}")));
+    }
+    Ok(Usage {
+        cpu_nanos: cpu_nanos(cpu).map_err(wrong)?,
+        memory: quantity_integer(memory).map_err(wrong)?,
+    })
+}
+
+/// The first line of kubectl's table is exactly these column names.
+fn check_header(out: &str, want: &[&str]) -> Result<(), Mismatch> {
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    if header != want {
+        return Err(Mismatch::Wrong(format!("header {header:?} in\n{out}")));
+    }
+    Ok(())
+}
+
+impl Truth {
+    /// `kubectl get nodes.metrics.k8s.io`: header `NAME CPU MEMORY WINDOW`, exactly the nodes
+    /// of `want` in order, CPU within 1% and memory exact.
+    pub fn check_node_table(&self, out: &str, want: &[String]) -> Result<(), Mismatch> {
+        check_header(out, &["NAME", "CPU", "MEMORY", "WINDOW"])?;
+        let mut got = Vec::new();
+        for row in table_rows(out) {
+            let Some((name, cells)) = row.split_first() else {
+                continue;
+            };
+            let truth = self
+                .nodes
+                .get(*name)
+                .ok_or_else(|| Mismatch::Wrong(format!("{name} is not a node of the cluster")))?;
+            check_usage(name, table_usage(name, cells)?, truth.usage)?;
+            got.push((*name).to_owned());
+        }
+        compare_names(&got, want)
+    }
+
+    /// `kubectl get podmetrics -A`: header `NAMESPACE NAME CPU MEMORY WINDOW`, exactly the pods
+    /// of `want` in order, each pod's containers summed.
+    pub fn check_pod_table(&self, out: &str, want: &[PodKey]) -> Result<(), Mismatch> {
+        check_header(out, &["NAMESPACE", "NAME", "CPU", "MEMORY", "WINDOW"])?;
+        let mut got = Vec::new();
+        for row in table_rows(out) {
+            let [ns, name, cells @ ..] = &row[..] else {
+                return Err(Mismatch::Wrong(format!("row {row:?}")));
+            };
+            let key = ((*ns).to_owned(), (*name).to_owned());
+            let what = format!("{ns}/{name}");
+            let truth = self
+                .pods
+                .get(&key)
+                .ok_or_else(|| Mismatch::Wrong(format!("{what} is listed but not Running")))?;
+            check_usage(&what, table_usage(&what, cells)?, truth.total())?;
+            got.push(key);
+        }
+        compare_names(&got, want)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // protoc --decode_raw
 
 /// One field of a message as `protoc --decode_raw` prints it. protoc knows no schema: it
