@@ -659,7 +659,7 @@ fn pod_list_from_protoc(tree: &Raw, av: &str) -> Result<Value, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hpa_request_in_protobuf_and_json_carries_the_expected_figures() {
+async fn the_hpa_request_in_protobuf_and_json_and_python_clients_carry_the_expected_figures() {
     let (cluster, _bridge, truth) = served_cluster().await;
     let hpa = cluster.sim.token("hpa");
     let (ns, app, want) = busiest_app(&truth);
@@ -718,7 +718,56 @@ async fn the_hpa_request_in_protobuf_and_json_carries_the_expected_figures() {
         if let Err(e) = truth.check_pod_list(&r.json(), &av, &want) {
             panic!("{path} in JSON: {e}");
         }
+
+        // The same list through Python's `kubernetes` client, as the HPA identity, and the
+        // nodes as the admin: a client library that knows nothing of metrics-bridge.
+        let out = cluster.sim.python(
+            PYTHON_METRICS,
+            &[
+                cluster
+                    .sim
+                    .path("hpa.kubeconfig")
+                    .to_str()
+                    .unwrap_or_default(),
+                v,
+                &ns,
+                &format!("app={app}"),
+            ],
+        );
+        if let Err(e) = truth.check_pod_list(&json_of(&out), &av, &want) {
+            panic!("python kubernetes, {v} pods: {e}");
+        }
+        let out = cluster.sim.python(
+            PYTHON_METRICS,
+            &[
+                cluster.sim.path("kubeconfig").to_str().unwrap_or_default(),
+                v,
+            ],
+        );
+        let nodes: Vec<String> = truth.nodes.keys().cloned().collect();
+        if let Err(e) = truth.check_node_list(&json_of(&out), &av, &nodes) {
+            panic!("python kubernetes, {v} nodes: {e}");
+        }
     }
+}
+
+/// Python's `kubernetes` client: `KUBECONFIG VERSION [NAMESPACE SELECTOR]` lists pod metrics
+/// of a namespace with a label selector, `KUBECONFIG VERSION` node metrics; prints the JSON.
+const PYTHON_METRICS: &str = r#"
+import json, sys
+from kubernetes import client, config
+kubeconfig, version = sys.argv[1], sys.argv[2]
+api = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
+if len(sys.argv) > 3:
+    out = api.list_namespaced_custom_object(
+        "metrics.k8s.io", version, sys.argv[3], "pods", label_selector=sys.argv[4])
+else:
+    out = api.list_cluster_custom_object("metrics.k8s.io", version, "nodes")
+print(json.dumps(out))
+"#;
+
+fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
 // ---------------------------------------------------------------------------------------------
