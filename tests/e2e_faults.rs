@@ -177,6 +177,30 @@ async fn faulty_kubelets_are_missing_while_the_rest_are_served_and_return_when_c
         )
         .await;
     }
+
+    // A healthy node that turns faulty at run time leaves the API with its pods, and only it.
+    let sick = healthy[0].clone();
+    let r = cluster
+        .sim
+        .admin("PUT", &format!("/sim/faults/{sick}?fault=http500"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let others: Vec<String> = all_nodes.iter().filter(|n| **n != sick).cloned().collect();
+    let their_pods = truth.pods_where(|_, p| p.node != sick);
+    let listed = format!("\"{sick}\"");
+    until_ok(
+        &format!("{sick} to leave after turning faulty"),
+        async || {
+            check_served(&cluster, &truth, &others, &their_pods)
+                .await
+                // Served until its next scrape fails: it being listed is only "missing" then.
+                .map_err(|e| match e {
+                    Mismatch::Wrong(m) if m.contains(&listed) => Mismatch::Missing(m),
+                    e => e,
+                })
+        },
+    )
+    .await;
 }
 
 /// `(timestamp, window)` of a node's metrics: they change with every successful scrape of it
