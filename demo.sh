@@ -106,9 +106,8 @@ stop() {
     local code=$1
     [ -n "$stopping" ] && return
     stopping=1
-    trap '' INT TERM
+    trap '' INT TERM HUP
     # metrics-bridge first, so that it never scrapes or watches a cluster that has gone.
-    # (Ctrl-C in a terminal also sends both SIGINT, which they take as SIGTERM.)
     local bridge_status=- sim_status=-
     if [ -n "$bridge_pid" ]; then
         terminate "$bridge_pid"
@@ -125,7 +124,13 @@ stop() {
 }
 trap 'stop $?' EXIT
 trap 'echo; stop 0' INT
-trap 'stop 0' TERM
+trap 'stop 0' TERM HUP
+
+# Both run in sessions of their own, so that Ctrl-C (SIGINT to the terminal's foreground
+# process group) reaches only this script, which stops them in order: were they in our
+# group, one could exit before the trap runs and look like a crash.
+detach=()
+command -v setsid >/dev/null 2>&1 && detach=(setsid)
 
 # Fails the demo, showing the end of LOG, when PID has stopped on its own.
 check_alive() {
@@ -142,7 +147,7 @@ check_alive() {
 
 # --- kube-sim --------------------------------------------------------------------------------
 say "starting kube-sim: $nodes nodes, $pods_per_node pods per node, kubelets on 127.1.x.y:$kubelet_port"
-"$bin_dir/kube-sim" \
+${detach[@]+"${detach[@]}"} "$bin_dir/kube-sim" \
     --dir "$dir" \
     --nodes "$nodes" \
     --pods-per-node "$pods_per_node" \
@@ -164,7 +169,7 @@ done
 
 # --- metrics-bridge --------------------------------------------------------------------------
 say "starting metrics-bridge on https://127.0.0.1:$port (--metric-resolution=$resolution)"
-"$bin_dir/metrics-bridge" \
+${detach[@]+"${detach[@]}"} "$bin_dir/metrics-bridge" \
     --kubeconfig="$dir/metrics-bridge.kubeconfig" \
     --bind-address=127.0.0.1 \
     --secure-port="$port" \

@@ -262,6 +262,52 @@ fn demo_prints_commands_that_work_and_stops_both_on_ctrl_c() {
     );
     assert_closed(port, "metrics-bridge");
     assert_closed(apiserver_port(&cluster_dir), "kube-sim");
+    // The script stopped metrics-bridge itself (Ctrl-C reached only the script).
+    let log = std::fs::read_to_string(cluster_dir.join("metrics-bridge.log")).unwrap_or_default();
+    assert!(log.contains("received SIGTERM"), "{log}");
+}
+
+/// The pid of the demo's child running `program`.
+fn child_pid(demo: &Child, program: &str) -> String {
+    let out = Command::new("pgrep")
+        .args(["-P", &demo.id().to_string(), "-x", program])
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "no {program} under the demo");
+    pid
+}
+
+#[test]
+fn demo_fails_and_stops_kube_sim_when_metrics_bridge_dies() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cluster_dir = tmp.path().join("demo-cluster");
+    let mut child = demo(tmp.path(), &cluster_dir, free_port())
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo.sh starts");
+    let (_, more) = read_until_waiting(&mut child);
+    let bridge = child_pid(&child, "metrics-bridge");
+    let killed = Command::new("kill")
+        .args(["-KILL", &bridge])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("demo.sh exits");
+    let (_, stderr) = text(&out);
+    let rest: String = more.iter().map(|l| l + "\n").collect();
+    assert_eq!(out.status.code(), Some(1), "{rest}\n{stderr}");
+    assert!(
+        stderr.contains("metrics-bridge exited (status 137)"),
+        "{stderr}"
+    );
+    assert!(
+        rest.contains("stopped metrics-bridge (exit -) and kube-sim (exit 0)"),
+        "{rest}\n{stderr}"
+    );
+    assert_closed(apiserver_port(&cluster_dir), "kube-sim");
 }
 
 /// A stand-in for `cargo` that records its arguments, answers `cargo metadata` with a target
