@@ -89,8 +89,8 @@ dir=$(cd "$dir" && pwd)
 sim_pid=
 bridge_pid=
 stopping=
-# Stops PID with SIGTERM (SIGKILL after 30 s); its exit status goes to $status.
 status=
+# Stops PID with SIGTERM (SIGKILL after 30 s); its exit status goes to $status.
 terminate() {
     local pid=$1
     status=0
@@ -102,6 +102,7 @@ terminate() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || status=$?
 }
+# Stops metrics-bridge, then kube-sim, says how each exited, and exits with CODE.
 stop() {
     local code=$1
     [ -n "$stopping" ] && return
