@@ -242,15 +242,9 @@ fn demo_prints_commands_that_work_and_stops_both_on_ctrl_c() {
         );
     }
 
-    let sent = Command::new("kill")
-        .args(["-INT", "--", &format!("-{}", child.id())])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let out = child.wait_with_output().expect("demo.sh exits");
-    let (_, stderr) = text(&out);
-    // The reader ends at EOF, which follows the exit.
-    let rest: String = more.iter().map(|l| l + "\n").collect();
+    // Ctrl-C: SIGINT to the whole foreground process group.
+    let group = format!("-{}", child.id());
+    let (out, rest, stderr) = signal_and_wait(child, more, &group, "-INT");
     assert!(
         out.status.success(),
         "demo.sh after Ctrl-C: {}\n{rest}\n{stderr}",
@@ -265,6 +259,26 @@ fn demo_prints_commands_that_work_and_stops_both_on_ctrl_c() {
     // The script stopped metrics-bridge itself (Ctrl-C reached only the script).
     let log = std::fs::read_to_string(cluster_dir.join("metrics-bridge.log")).unwrap_or_default();
     assert!(log.contains("received SIGTERM"), "{log}");
+}
+
+/// Sends `signal` to `target` (a pid, or `-PGID` for a process group), waits for the demo to
+/// exit; its status, the rest of its stdout and its stderr.
+fn signal_and_wait(
+    child: Child,
+    more: Receiver<String>,
+    target: &str,
+    signal: &str,
+) -> (Output, String, String) {
+    let sent = Command::new("kill")
+        .args([signal, "--", target])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill {signal} {target}");
+    let out = child.wait_with_output().expect("demo.sh exits");
+    let (_, stderr) = text(&out);
+    // The reader ends at EOF, which follows the exit.
+    let rest: String = more.iter().map(|l| l + "\n").collect();
+    (out, rest, stderr)
 }
 
 /// The pid of the demo's child running `program`.
@@ -290,14 +304,7 @@ fn demo_fails_and_stops_kube_sim_when_metrics_bridge_dies() {
         .expect("demo.sh starts");
     let (_, more) = read_until_waiting(&mut child);
     let bridge = child_pid(&child, "metrics-bridge");
-    let killed = Command::new("kill")
-        .args(["-KILL", &bridge])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let out = child.wait_with_output().expect("demo.sh exits");
-    let (_, stderr) = text(&out);
-    let rest: String = more.iter().map(|l| l + "\n").collect();
+    let (out, rest, stderr) = signal_and_wait(child, more, &bridge, "-KILL");
     assert_eq!(out.status.code(), Some(1), "{rest}\n{stderr}");
     assert!(
         stderr.contains("metrics-bridge exited (status 137)"),

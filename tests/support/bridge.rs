@@ -293,6 +293,14 @@ impl Bridge {
             .collect()
     }
 
+    /// The error-level log records so far: none is expected in any end-to-end run.
+    pub fn errors(&self) -> Vec<serde_json::Value> {
+        self.log_records()
+            .into_iter()
+            .filter(|r| r["level"] == "error")
+            .collect()
+    }
+
     /// Sends SIGTERM and waits (up to 60 s) for the process to exit; its status and the whole
     /// log.
     pub fn terminate(&mut self) -> (ExitStatus, String) {
