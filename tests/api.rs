@@ -2,6 +2,7 @@
 
 #[path = "support/api_fixture.rs"]
 mod fixture;
+mod support;
 
 use axum::Router;
 use axum::body::Body;
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use fixture::small_cluster;
+use support::expect::protoc_decode_raw;
 
 const HPA_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
 const KUBECTL_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
@@ -768,26 +770,6 @@ async fn protobuf_decodes_with_protoc() {
         "{envelope}"
     );
     assert!(envelope.ends_with("3: \"\"\n4: \"\"\n"), "{envelope}");
-}
-
-fn protoc_decode_raw(bytes: &[u8]) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("protoc")
-        .arg("--decode_raw")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("protoc is installed (apt-get install protobuf-compiler)");
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn aggregated_doc(api_version: &str) -> Value {

@@ -3,6 +3,9 @@
 //! URLs, runs real kubectl and Python against it, and kills it on drop.
 #![allow(dead_code)]
 
+pub mod bridge;
+pub mod expect;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
