@@ -509,8 +509,8 @@ pub(crate) static FLAGS: &[Flag] = &[
         Bool,
         "false",
         Authentication,
-        "Start even if the ConfigMap lookup fails (requests may then be treated as \
-         anonymous).",
+        "Start even if the ConfigMap lookup fails; client certificates and front-proxy \
+         requests are refused (401) until the ConfigMap can be read.",
     ),
     flag(
         "client-ca-file",
