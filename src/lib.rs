@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cluster;
 pub mod decode;
 pub mod duration;
+pub mod exposition;
 pub mod gofloat;
 pub mod health;
 pub mod https;

@@ -39,12 +39,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use client::{KubeletAuth, KubeletClient, TokenSource};
+/// For the self-metrics' tests, which record scrapes as the scraper does.
+#[cfg(test)]
+pub(crate) use stats::BodyStats;
 pub use stats::{
     DEFAULT_BUCKETS, FailureReason, Histogram, HistogramSnapshot, LastError, NodeScrapeStats,
     ScrapeStats, ScrapeTotals, tick_buckets,
 };
 
 use crate::cluster::{ClusterState, NodeAddressType, NodeInfo};
+use crate::exposition::KubeletPage;
 use crate::options::Options;
 use crate::store::Store;
 use crate::tls::{KubeletCertError, TlsError};
@@ -486,6 +490,7 @@ impl Shared {
         let finished_ns = unix_nanos(SystemTime::now());
         let ok = match result {
             Ok(body) => {
+                self.store.record_scrape_success(&node.name, started_ns);
                 let failures_before = stats.consecutive_failures();
                 self.stats
                     .record_success(&stats, started_ns, finished_ns, took, body);
@@ -497,6 +502,8 @@ impl Shared {
             Err((err, address)) => {
                 self.store.scrape_failed(&node.name);
                 let reason = err.reason();
+                self.store
+                    .record_scrape_failure(&node.name, reason.as_str());
                 let message = err.to_string();
                 tracing::warn!(
                     node = %node.name,
@@ -551,14 +558,24 @@ impl Shared {
                     }));
                 }
             };
+        let received = fetched.received;
+        let body = bytes::Bytes::from(fetched.body);
         let decode_start = Instant::now();
-        let (page, left_out) = crate::decode::decode_with_stats(&fetched.body, started_ns)
-            .map_err(|source| {
+        let (page, left_out) =
+            crate::decode::decode_with_stats(&body, started_ns).map_err(|source| {
                 fail(NodeScrapeError::Decode {
                     url: url.to_string(),
                     source,
                 })
             })?;
+        // The page as received, indexed for /metrics/resource; it parses, since it decoded.
+        let raw = match KubeletPage::index(body.clone()) {
+            Ok(raw) => Some(Arc::new(raw)),
+            Err(e) => {
+                tracing::error!(node = %node.name, error = %e, "cannot index the kubelet page for /metrics/resource");
+                None
+            }
+        };
         let decode_time = decode_start.elapsed();
         if left_out != crate::decode::DecodeStats::default() {
             // Routine while containers start or stop; counted for self-metrics.
@@ -570,10 +587,13 @@ impl Shared {
                 "the page had incomplete metrics, left out as metrics-server does"
             );
         }
-        self.store.ingest(&node.name, &page);
+        match raw {
+            Some(raw) => self.store.ingest_page(&node.name, &page, raw),
+            None => self.store.ingest(&node.name, &page),
+        }
         Ok(stats::BodyStats {
-            received: fetched.received,
-            decoded: fetched.body.len(),
+            received,
+            decoded: body.len(),
             samples: page.samples,
             decode_time,
             left_out,

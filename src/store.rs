@@ -22,6 +22,12 @@
 //! metrics-server tick does for every node in the batch; `scrape_failed` and `remove_node` drop
 //! a node and its pods as a node missing from the batch would be dropped.
 //!
+//! For `/metrics/resource` the store also keeps, per node, the last kubelet page as received
+//! ([`KubeletPage`], shared, indexed for re-exposition; it goes with the node's points) and the
+//! node's scrape health ([`NodeHealth`]; it outlives a failed scrape, which is what it reports,
+//! and goes only with `remove_node`). The exposition reads both from here, so everything it
+//! writes comes from one place, in the same order as the metrics API reads it.
+//!
 //! Concurrency: nodes are sharded by name and pods by `(namespace, name)`; an ingest locks one
 //! node (its own mutex) and one pod shard at a time, so scrapes of different nodes proceed in
 //! parallel and API reads only ever take a shard's read lock for a lookup. Rates are computed at
@@ -44,6 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::Duration;
 
 use crate::decode::{ContainerPoint, Page, Point};
+use crate::exposition::KubeletPage;
 
 const SHARDS: usize = 64;
 
@@ -84,6 +91,19 @@ pub struct PodUsage {
     pub containers: Box<[ContainerUsage]>,
 }
 
+/// A node's scrape health, as `/metrics/resource` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// Whether the latest scrape succeeded.
+    pub up: bool,
+    /// When the latest successful scrape started, in nanoseconds since the epoch; 0 when no
+    /// scrape of the node has succeeded yet.
+    pub last_success_ns: i64,
+    /// Why the latest scrape failed (a short, fixed reason such as `timeout`); `None` when it
+    /// succeeded.
+    pub error: Option<&'static str>,
+}
+
 /// Counts of what the store can serve (metrics-server's `storage_points{type}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -97,6 +117,7 @@ pub struct StoreStats {
 
 type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeSlot>, FastState>>;
 type PodShard = RwLock<HashMap<PodKey, PodEntry, FastState>>;
+type HealthShard = RwLock<HashMap<Arc<str>, NodeHealth, FastState>>;
 
 /// A seeded multiply-xor string hash. API lists look up every pod by `(namespace, name)`;
 /// SipHash (computed once for the shard and once in the map) was a fifth of `top pod -A`.
@@ -161,6 +182,7 @@ pub struct Store {
     hasher: FastState,
     nodes: Box<[NodeShard]>,
     pods: Box<[PodShard]>,
+    health: Box<[HealthShard]>,
     /// Namespaces and container names repeat across thousands of pods; each is kept once.
     names: Interner,
     nodes_with_prev: AtomicUsize,
@@ -183,6 +205,8 @@ struct NodeSlot {
     name: Arc<str>,
     /// What the API serves; written at the end of each ingest.
     usage: RwLock<Option<Usage>>,
+    /// The page the points came from, for `/metrics/resource`.
+    page: RwLock<Option<Arc<KubeletPage>>>,
     state: Mutex<NodeState>,
 }
 
@@ -391,6 +415,7 @@ impl Store {
             hasher: Default::default(),
             nodes: (0..SHARDS).map(|_| RwLock::default()).collect(),
             pods: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            health: (0..SHARDS).map(|_| RwLock::default()).collect(),
             names: Interner::new(),
             nodes_with_prev: AtomicUsize::new(0),
             pods_with_prev: AtomicUsize::new(0),
@@ -401,6 +426,10 @@ impl Store {
     fn node_shard(&self, node: &str) -> &NodeShard {
         // The high bits pick the shard; the map uses the low bits for its buckets.
         &self.nodes[(self.hasher.hash_one(node) >> 58) as usize % SHARDS]
+    }
+
+    fn health_shard(&self, node: &str) -> &HealthShard {
+        &self.health[(self.hasher.hash_one(node) >> 58) as usize % SHARDS]
     }
 
     fn pod_shard(&self, key: &dyn PodRef) -> &PodShard {
@@ -419,6 +448,7 @@ impl Store {
         let slot = Arc::new(NodeSlot {
             name: Arc::clone(&name),
             usage: RwLock::new(None),
+            page: RwLock::new(None),
             state: Mutex::new(NodeState::default()),
         });
         shard.insert(name, Arc::clone(&slot));
@@ -427,12 +457,23 @@ impl Store {
 
     /// Stores one node's freshly scraped page. The node's pods not on the page leave the store.
     pub fn ingest(&self, node: &str, page: &Page<'_>) {
+        self.ingest_with(node, page, None);
+    }
+
+    /// [`Store::ingest`], also keeping the page as received for `/metrics/resource`.
+    pub fn ingest_page(&self, node: &str, page: &Page<'_>, raw: Arc<KubeletPage>) {
+        self.ingest_with(node, page, Some(raw));
+    }
+
+    fn ingest_with(&self, node: &str, page: &Page<'_>, raw: Option<Arc<KubeletPage>>) {
         let slot = self.node_slot(node);
         let mut state = lock(&slot.state);
         if state.removed {
             // The node was removed while this scrape was in flight; its data is unwanted.
             return;
         }
+        // Replaced under the node's lock, so a concurrent removal cannot leave it behind.
+        *write(&slot.page) = raw;
 
         // The node's own point.
         let (last, prev) = match page.node {
@@ -606,6 +647,7 @@ impl Store {
         state.last = None;
         state.prev = None;
         *write(&slot.usage) = None;
+        *write(&slot.page) = None;
         for key in std::mem::take(&mut state.pods) {
             self.remove_pod_of(&key, Some(&slot.name));
         }
@@ -617,9 +659,55 @@ impl Store {
         self.drop_node(node);
     }
 
-    /// The node is gone from the cluster (or from the node selector).
+    /// The node is gone from the cluster (or from the node selector): its points, its page
+    /// and its scrape health go.
     pub fn remove_node(&self, node: &str) {
         self.drop_node(node);
+        write(self.health_shard(node)).remove(node);
+    }
+
+    /// Records that a scrape of `node` that started at `started_ns` succeeded.
+    pub fn record_scrape_success(&self, node: &str, started_ns: i64) {
+        self.set_health(node, |h| {
+            h.up = true;
+            h.last_success_ns = started_ns;
+            h.error = None;
+        });
+    }
+
+    /// Records that the latest scrape of `node` failed, and why (a short fixed reason: the
+    /// exposition uses it as a label value, so it must come from a small set).
+    pub fn record_scrape_failure(&self, node: &str, reason: &'static str) {
+        self.set_health(node, |h| {
+            h.up = false;
+            h.error = Some(reason);
+        });
+    }
+
+    fn set_health(&self, node: &str, update: impl FnOnce(&mut NodeHealth)) {
+        let mut shard = write(self.health_shard(node));
+        if let Some(h) = shard.get_mut(node) {
+            update(h);
+            return;
+        }
+        let mut h = NodeHealth {
+            up: false,
+            last_success_ns: 0,
+            error: None,
+        };
+        update(&mut h);
+        shard.insert(Arc::from(node), h);
+    }
+
+    /// The node's scrape health; `None` before its first scrape and after it was removed.
+    pub fn node_health(&self, node: &str) -> Option<NodeHealth> {
+        read(self.health_shard(node)).get(node).copied()
+    }
+
+    /// The node's last kubelet page, kept while its points are (a failed scrape drops it).
+    pub fn kubelet_page(&self, node: &str) -> Option<Arc<KubeletPage>> {
+        let slot = read(self.node_shard(node)).get(node).map(Arc::clone)?;
+        read(&slot.page).clone()
     }
 
     /// The pod is gone from the cluster (or no longer Running).
@@ -639,6 +727,18 @@ impl Store {
         read(self.pod_shard(key))
             .get(key)
             .and_then(|e| e.usage.clone())
+    }
+
+    /// The pod's usage and the node whose page it came from.
+    pub fn pod_usage_on_node(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(Arc<str>, Arc<PodUsage>)> {
+        let key: &dyn PodRef = &(namespace, name);
+        read(self.pod_shard(key))
+            .get(key)
+            .and_then(|e| Some((Arc::clone(&e.node), e.usage.clone()?)))
     }
 
     /// Calls `f` with the pod's usage, if every container has two usable points, without
@@ -1346,5 +1446,45 @@ mod tests {
             s.pod_usage("ns", "pod-3-29").unwrap().containers[0].cpu_nanocores,
             100_000_000
         );
+    }
+
+    #[test]
+    fn pages_go_with_points_and_health_outlives_failures() {
+        let s = store();
+        let raw = Arc::new(KubeletPage::empty());
+        s.ingest_page("n", &ab(T0, 1, 1), Arc::clone(&raw));
+        s.record_scrape_success("n", T0);
+        assert!(s.kubelet_page("n").is_some_and(|p| Arc::ptr_eq(&p, &raw)));
+        assert_eq!(
+            s.node_health("n"),
+            Some(NodeHealth {
+                up: true,
+                last_success_ns: T0,
+                error: None
+            })
+        );
+        // A failed scrape drops the page with the points, keeps the last success.
+        s.scrape_failed("n");
+        s.record_scrape_failure("n", "timeout");
+        assert!(s.kubelet_page("n").is_none());
+        assert_eq!(
+            s.node_health("n"),
+            Some(NodeHealth {
+                up: false,
+                last_success_ns: T0,
+                error: Some("timeout")
+            })
+        );
+        // A node that never succeeded reports no success time.
+        s.record_scrape_failure("m", "dial");
+        assert_eq!(s.node_health("m").map(|h| h.last_success_ns), Some(0));
+        // Removal takes everything.
+        s.ingest_page("n", &ab(T0 + 15 * S, 2, 2), raw);
+        s.remove_node("n");
+        assert!(s.kubelet_page("n").is_none());
+        assert_eq!(s.node_health("n"), None);
+        // A plain ingest keeps no page.
+        s.ingest("k", &ab(T0, 1, 1));
+        assert!(s.kubelet_page("k").is_none());
     }
 }
