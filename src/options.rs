@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::cluster::NodeAddressType;
 use crate::duration::{self, DurationError};
+use crate::exposition::LabelsAllowlist;
 use crate::selector::{LabelSelector, SelectorError};
 
 use spec::{Flag, Kind, Support};
@@ -38,6 +39,9 @@ pub struct Options {
     pub metric_resolution: Duration,
     /// `--config`, when settings were read from a file.
     pub config_file: Option<PathBuf>,
+    /// Ours, `--metric-labels-allowlist`: the pod and node labels `/metrics/resource` adds,
+    /// in kube-state-metrics' syntax; none by default.
+    pub metric_labels_allowlist: LabelsAllowlist,
     pub cluster: ClusterOptions,
     pub kubelet: KubeletOptions,
     pub serving: ServingOptions,
@@ -210,6 +214,7 @@ impl Default for Options {
         Self {
             metric_resolution: Duration::from_secs(60),
             config_file: None,
+            metric_labels_allowlist: LabelsAllowlist::default(),
             cluster: ClusterOptions::default(),
             kubelet: KubeletOptions {
                 insecure_tls: false,
@@ -642,6 +647,9 @@ impl Layers {
         let options = Options {
             metric_resolution,
             config_file: None,
+            metric_labels_allowlist: self.one("metric-labels-allowlist", |v| {
+                LabelsAllowlist::parse(v).map_err(|e| ValueError::Invalid(e.to_string()))
+            })?,
             cluster: ClusterOptions {
                 kubeconfig: self.one("kubeconfig", path)?,
                 node_selector: self.one("node-selector", |v| {

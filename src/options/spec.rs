@@ -2,7 +2,7 @@
 //!
 //! One table drives the command-line parser, the `METRICS_BRIDGE_*` environment variables, the
 //! config-file keys, `--help` and the generated part of `docs/flags.md`, so the five cannot
-//! drift apart. Adding a flag (issue 5's `--metric-labels-allowlist`, say) is one entry here
+//! drift apart. Adding a flag (`--metric-labels-allowlist`, say) is one entry here
 //! plus one line where [`super::Options`] is built.
 
 use std::fmt::Write as _;
@@ -279,6 +279,17 @@ pub(crate) static FLAGS: &[Flag] = &[
         "How often every kubelet is scraped. At least 1s; below 10s a warning is logged. 90% \
          of it must be at least --kubelet-request-timeout.",
     ),
+    ours(flag(
+        "metric-labels-allowlist",
+        Text,
+        "",
+        General,
+        "Kubernetes labels of pods and nodes added to the series of /metrics/resource, in \
+         kube-state-metrics' syntax: pods=[app,team],nodes=[topology.kubernetes.io/zone] adds \
+         label_app, label_team and label_topology_kubernetes_io_zone. A label may be * (all) \
+         or hold one * wildcard. Adds no series beyond one metrics_bridge_{pod,node}_labels \
+         per pod or node. Empty: none.",
+    )),
     scope(
         flag("version", Bool, "", General, "Print the version and exit."),
         Scope::FlagOnly,
