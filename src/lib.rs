@@ -20,6 +20,7 @@ pub mod options;
 pub mod parse;
 pub mod scrape;
 pub mod selector;
+pub mod selfmetrics;
 pub mod server;
 pub mod status;
 pub mod store;

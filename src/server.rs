@@ -35,9 +35,11 @@ use crate::api::ApiState;
 use crate::auth::{Auth, AuthError};
 use crate::cluster::ClusterState;
 use crate::cluster::watch::{NodeSync, PodSync};
+use crate::exposition::{ExpositionState, LabelsAllowlist};
 use crate::health::Health;
 use crate::options::Options;
 use crate::scrape::{KubeletAuth, ScrapeConfig, ScrapeError, ScrapeStats, Scraper};
+use crate::selfmetrics::SelfMetrics;
 use crate::status::Status;
 use crate::store::Store;
 use crate::tls::{ReloadingServerConfig, TlsError};
@@ -92,6 +94,10 @@ pub struct Components {
     /// metrics-server's probes over these components; its `shutdown` check fails once
     /// shutdown begins.
     pub health: Arc<Health>,
+    /// `/metrics`, and the observers the API and `/metrics/resource` report to.
+    pub self_metrics: Arc<SelfMetrics>,
+    /// `--metric-labels-allowlist`, for `/metrics/resource`.
+    pub labels: Arc<LabelsAllowlist>,
 }
 
 impl Components {
@@ -114,11 +120,33 @@ impl Components {
                 move || pods.pods_synced(),
             )
         };
+        let health = Arc::new(health);
+        let self_metrics = {
+            let (cluster, store, health) = (
+                Arc::clone(&cluster),
+                Arc::clone(&store),
+                Arc::clone(&health),
+            );
+            SelfMetrics::new(crate::selfmetrics::Sources {
+                resolution,
+                scrape: Arc::clone(&scrape_stats),
+                store: Arc::clone(&store),
+                cluster: Arc::clone(&cluster),
+                ready: Box::new(move || {
+                    cluster.nodes_synced()
+                        && cluster.pods_synced()
+                        && store.ready()
+                        && !health.is_shutting_down()
+                }),
+            })
+        };
         Self {
             cluster,
             store,
             scrape_stats,
-            health: Arc::new(health),
+            health,
+            self_metrics: Arc::new(self_metrics),
+            labels: Arc::default(),
         }
     }
 
@@ -157,10 +185,26 @@ pub fn compose(c: &Components, api: Router) -> Router {
         .fallback(not_found)
 }
 
-/// The whole HTTP app: the `metrics.k8s.io` API (after sync) and the health probes.
+/// The whole HTTP app: the `metrics.k8s.io` API and `/metrics/resource` (after sync),
+/// `/metrics` and the health probes.
 pub fn app(c: &Components) -> Router {
-    let api = crate::api::router(ApiState::new(Arc::clone(&c.cluster), Arc::clone(&c.store)));
-    compose(c, api)
+    let api = crate::api::router(
+        ApiState::new(Arc::clone(&c.cluster), Arc::clone(&c.store))
+            .with_observer(c.self_metrics.api_observer()),
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::clone(c.self_metrics.api()),
+        crate::selfmetrics::track_api,
+    ));
+    let resource = crate::exposition::router(
+        ExpositionState::new(
+            Arc::clone(&c.cluster),
+            Arc::clone(&c.store),
+            Arc::clone(&c.labels),
+        )
+        .with_observer(c.self_metrics.exposition_observer()),
+    );
+    compose(c, api.merge(resource)).merge(crate::selfmetrics::router(Arc::clone(&c.self_metrics)))
 }
 
 /// Raises the soft open-file limit to the hard limit.
@@ -347,7 +391,8 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
     let kube = kube_config(options.cluster.kubeconfig.as_deref()).await?;
     let client =
         kube::Client::try_from(kube.clone()).map_err(|source| ServerError::Client { source })?;
-    let c = Components::new(options.metric_resolution);
+    let mut c = Components::new(options.metric_resolution);
+    c.labels = Arc::new(options.metric_labels_allowlist.clone());
     let scraper = build_scraper(&options, &kube, &c)?;
     let auth = start_auth(&options, &client).await?;
     let tls = ReloadingServerConfig::new(options.serving.clone(), auth.client_cert_verifier())?;
