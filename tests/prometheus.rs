@@ -514,6 +514,21 @@ async fn prometheus_scrapes_both_endpoints_and_sees_what_kube_sim_expects() {
 /// promtool, prometheus_client and the metrics-server name set, on both endpoints' bodies.
 async fn check_bodies(s: &Setup) {
     let dir = tempfile::tempdir().unwrap();
+    // Both endpoints are authorized: a token without the reader role is refused.
+    let hpa = s.sim.token("hpa");
+    for path in ["/metrics", "/metrics/resource"] {
+        let refused = support::https(
+            "GET",
+            &format!("{}{path}", s.bridge_url),
+            None,
+            Cred::Token(hpa.trim()),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(refused.status, 403, "{path}: {}", refused.text());
+    }
     for path in ["/metrics", "/metrics/resource"] {
         let text = s.get(path, &[]).await;
         assert_eq!(text.status, 200, "{path}: {}", text.text());
