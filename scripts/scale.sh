@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# Scale run of metrics-bridge against kube-sim (issue 6 §2); figures go into BENCHMARKS.md.
+#
+# Starts a release kube-sim with NODES × PODS × CONTAINERS and a release metrics-bridge as a
+# separate process at a RESOLUTION, lets it tick TICKS times after two warm-up ticks, and
+# records, for metrics-bridge alone (from /proc/PID):
+#   - resident memory: steady (median VmRSS over the measured ticks) and peak (VmHWM);
+#   - CPU seconds per minute (utime+stime over the measured ticks), per node and per pod;
+#   - tick duration p50/p99/max and scrape failures (its "tick finished" log lines, -v=2);
+#   - API latency with wrk: the HPA query (one namespace, app=X, protobuf Accept) paced at
+#     HPA_RATE req/s, and `top pod -A` (every pod, JSON) back to back on one connection;
+#   - the bridged Prometheus exposition (/metrics) time and size, when it is served.
+# With --churn-percent P, kube-sim replaces P % of the pods per minute and memory is sampled
+# every SAMPLE seconds for --duration; the summary gives the RSS slope (least squares).
+#
+#   scripts/scale.sh --nodes 1000
+#   scripts/scale.sh --nodes 5000 --ticks 20
+#   scripts/scale.sh --nodes 5000 --churn-percent 1 --duration 1800 --sample 30
+#
+# Builds both binaries first (cargo build --release) unless --no-build; uses
+# $CARGO_TARGET_DIR (or ./target). Everything it writes goes to --out (default a fresh
+# directory under /tmp), including summary.md; the summary is also printed.
+set -euo pipefail
+
+NODES=1000
+PODS=30
+CONTAINERS=2
+RESOLUTION=15
+TICKS=20
+HPA_RATE=500
+HPA_SECONDS=30
+TOP_SECONDS=30
+CHURN_PERCENT=0
+DURATION=0
+SAMPLE=5
+OUT=""
+BUILD=1
+
+usage() {
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    echo "options: --nodes N --pods-per-node P --containers-per-pod C --resolution SECONDS"
+    echo "         --ticks T --hpa-rate R --hpa-seconds S --top-seconds S --churn-percent P"
+    echo "         --duration SECONDS --sample SECONDS --out DIR --no-build"
+    exit "${1:-0}"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --nodes) NODES=$2; shift 2 ;;
+    --pods-per-node) PODS=$2; shift 2 ;;
+    --containers-per-pod) CONTAINERS=$2; shift 2 ;;
+    --resolution) RESOLUTION=$2; shift 2 ;;
+    --ticks) TICKS=$2; shift 2 ;;
+    --hpa-rate) HPA_RATE=$2; shift 2 ;;
+    --hpa-seconds) HPA_SECONDS=$2; shift 2 ;;
+    --top-seconds) TOP_SECONDS=$2; shift 2 ;;
+    --churn-percent) CHURN_PERCENT=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --sample) SAMPLE=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h | --help) usage 0 ;;
+    *) echo "scale.sh: unknown argument $1" >&2; usage 2 >&2 ;;
+    esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release
+if [ "$BUILD" = 1 ]; then
+    (cd "$ROOT" && cargo build --release --bin metrics-bridge --bin kube-sim)
+fi
+for b in metrics-bridge kube-sim; do
+    [ -x "$BIN/$b" ] || { echo "scale.sh: $BIN/$b is missing (build it or drop --no-build)" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "scale.sh: wrk is not installed" >&2; exit 1; }
+
+OUT=${OUT:-$(mktemp -d /tmp/scale.XXXXXX)}
+mkdir -p "$OUT"
+log() { echo "[$(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# One descriptor per kubelet listener and one per connection metrics-bridge keeps to it.
+need=$((NODES * 2 + 256))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$need" -gt "$(ulimit -Hn)" ]; then
+    echo "scale.sh: one kube-sim with $NODES nodes needs about $need descriptors (a listener and a" >&2
+    echo "connection per node); the hard limit here is $(ulimit -Hn). See BENCHMARKS.md (20,000 nodes)." >&2
+    exit 1
+fi
+
+SIM_PID=""
+BRIDGE_PID=""
+SAMPLER_PID=""
+cleanup() {
+    for pid in $SAMPLER_PID $BRIDGE_PID $SIM_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in $BRIDGE_PID $SIM_PID; do
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- kube-sim ------------------------------------------------------------------------------
+KUBELET_PORT=$(free_port)
+churn_per_minute=$(awk -v n="$NODES" -v p="$PODS" -v c="$CHURN_PERCENT" 'BEGIN { printf "%.0f", n * p * c / 100 }')
+log "starting kube-sim: $NODES nodes × $PODS pods × $CONTAINERS containers, kubelet port $KUBELET_PORT, churn $churn_per_minute pods/min"
+"$BIN/kube-sim" --dir "$OUT/sim" --apiserver-addr 127.0.0.1:0 --kubelet-port "$KUBELET_PORT" \
+    --nodes "$NODES" --pods-per-node "$PODS" --containers-per-pod "$CONTAINERS" \
+    --churn-per-minute "$churn_per_minute" >"$OUT/kube-sim.log" 2>&1 &
+SIM_PID=$!
+for _ in $(seq 1 1200); do
+    grep -q ready "$OUT/kube-sim.log" && break
+    kill -0 "$SIM_PID" 2>/dev/null || { cat "$OUT/kube-sim.log" >&2; exit 1; }
+    sleep 0.5
+done
+grep -q ready "$OUT/kube-sim.log" || { echo "scale.sh: kube-sim never became ready" >&2; exit 1; }
+API=$(grep -o 'apiserver https://[0-9.:]*' "$OUT/kube-sim.log" | head -1 | cut -d' ' -f2)
+log "$(grep ready "$OUT/kube-sim.log" | head -1)"
+
+# --- metrics-bridge ------------------------------------------------------------------------
+PORT=$(free_port)
+log "starting metrics-bridge on 127.0.0.1:$PORT, resolution ${RESOLUTION}s"
+"$BIN/metrics-bridge" --kubeconfig="$OUT/sim/metrics-bridge.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$PORT" --cert-dir="$OUT/bridge-certs" \
+    --kubelet-port="$KUBELET_PORT" --kubelet-preferred-address-types=InternalIP \
+    --metric-resolution="${RESOLUTION}s" -v=2 >"$OUT/metrics-bridge.out" 2>"$OUT/metrics-bridge.log" &
+BRIDGE_PID=$!
+BRIDGE_START=$(date +%s.%N)
+URL=https://127.0.0.1:$PORT
+
+CLK_TCK=$(getconf CLK_TCK)
+# /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks; the command name (field 2)
+# has no spaces here.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$BRIDGE_PID/stat"; }
+status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BRIDGE_PID/status"; }
+sampler() {
+    echo "unix_s rss_kb hwm_kb cpu_ticks load1" >"$OUT/samples.txt"
+    while kill -0 "$BRIDGE_PID" 2>/dev/null; do
+        echo "$(date +%s.%N) $(status_kb VmRSS) $(status_kb VmHWM) $(cpu_ticks) $(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/samples.txt"
+        sleep "$SAMPLE"
+    done
+}
+sampler &
+SAMPLER_PID=$!
+
+ticks_done() { grep -c 'tick finished' "$OUT/metrics-bridge.log" || true; }
+wait_ticks() {
+    local want=$1 limit=$2
+    local end=$(($(date +%s) + limit))
+    while [ "$(ticks_done)" -lt "$want" ]; do
+        kill -0 "$BRIDGE_PID" 2>/dev/null || { tail -20 "$OUT/metrics-bridge.log" >&2; exit 1; }
+        [ "$(date +%s)" -lt "$end" ] || { echo "scale.sh: only $(ticks_done) of $want ticks in ${limit}s" >&2; exit 1; }
+        sleep 1
+    done
+}
+
+# Two warm-up ticks: the first only primes the rate bookkeeping and the caches sync first.
+wait_ticks 2 $((RESOLUTION * 4 + 600))
+log "warm: $(ticks_done) ticks"
+M0_T=$(date +%s.%N)
+M0_CPU=$(cpu_ticks)
+if [ "$DURATION" -gt 0 ]; then
+    measure_ticks=$(( DURATION / RESOLUTION ))
+    [ "$measure_ticks" -ge "$TICKS" ] || measure_ticks=$TICKS
+else
+    measure_ticks=$TICKS
+fi
+wait_ticks $((2 + measure_ticks)) $(((measure_ticks + 4) * RESOLUTION + 60))
+M1_T=$(date +%s.%N)
+M1_CPU=$(cpu_ticks)
+RSS_HWM_TICKS=$(status_kb VmHWM)
+LOAD_MEASURE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "measured $measure_ticks ticks"
+
+# --- API latency under load ---------------------------------------------------------------
+AUTH=""
+[ -f "$OUT/sim/hpa.token" ] && AUTH=$(cat "$OUT/sim/hpa.token")
+NS=team-alpha
+APP=$(curl -sf --cacert "$OUT/sim/ca.crt" -H "Authorization: Bearer $(cat "$OUT/sim/admin.token")" \
+    "$API/api/v1/namespaces/$NS/pods?limit=1" |
+    python3 -c 'import json,sys; l=json.load(sys.stdin)["items"][0]["metadata"]["labels"]; print(l["app"] + "%2Cpod-template-hash%3D" + l["pod-template-hash"])')
+# One ReplicaSet's pods, as an HPA on a Deployment asks (its selector is app=X; kube-sim's
+# apps span the whole cluster, so the ReplicaSet's hash keeps the match HPA-sized).
+HPA_PATH="/apis/metrics.k8s.io/v1beta1/namespaces/$NS/pods?labelSelector=app%3D$APP"
+ALL_PATH="/apis/metrics.k8s.io/v1beta1/pods"
+HPA_MATCHES=$(curl -sk -H "Authorization: Bearer $AUTH" "$URL$HPA_PATH" |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')
+ALL_CURL=$(curl -sk -o "$OUT/all-pods.json" -w '%{size_download} %{time_total}' \
+    -H 'Accept: application/json' -H "Authorization: Bearer $AUTH" "$URL$ALL_PATH")
+ALL_ITEMS=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$OUT/all-pods.json")
+rm -f "$OUT/all-pods.json"
+
+run_wrk() { # name rate connections seconds accept path
+    log "wrk $1: $2 req/s over $3 connections for $4 s"
+    WRK_ACCEPT=$5 WRK_BEARER=$AUTH WRK_RATE=$2 WRK_CONNECTIONS=$3 \
+        wrk -t1 -c"$3" -d"$4"s --timeout 30s -s "$ROOT/scripts/scale/wrk.lua" "$URL$6" >"$OUT/wrk-$1.txt" 2>&1
+    grep '^WRK' "$OUT/wrk-$1.txt"
+}
+HPA_WRK=$(run_wrk hpa "$HPA_RATE" 4 "$HPA_SECONDS" "application/vnd.kubernetes.protobuf, */*" "$HPA_PATH")
+LOAD_HPA=$(cut -d' ' -f1-3 /proc/loadavg)
+TOP_WRK=$(run_wrk top 0 1 "$TOP_SECONDS" "application/json" "$ALL_PATH")
+LOAD_TOP=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- the bridged exposition ----------------------------------------------------------------
+EXPO=$(curl -sk -o "$OUT/metrics.txt" -w '%{http_code} %{size_download} %{time_total}' \
+    -H "Authorization: Bearer $AUTH" "$URL/metrics" || true)
+EXPO_SERIES=$(grep -vc '^#' "$OUT/metrics.txt" 2>/dev/null || echo 0)
+rm -f "$OUT/metrics.txt"
+RSS_HWM_END=$(status_kb VmHWM)
+
+# --- summary -------------------------------------------------------------------------------
+kill "$SAMPLER_PID" 2>/dev/null || true
+SAMPLER_PID=""
+python3 - "$OUT" <<EOF >"$OUT/summary.md"
+import re, statistics, sys
+out = sys.argv[1]
+nodes, pods_per_node, containers = $NODES, $PODS, $CONTAINERS
+pods = nodes * pods_per_node
+m0_t, m1_t = $M0_T, $M1_T
+cpu_s = ($M1_CPU - $M0_CPU) / $CLK_TCK
+minutes = (m1_t - m0_t) / 60
+def dur(s):
+    # tracing prints a Duration with Debug: 1.234s, 812.3ms, 950µs, 12ns.
+    m = re.fullmatch(r"([0-9.]+)(s|ms|µs|us|ns)", s)
+    if not m:
+        return None
+    return float(m.group(1)) * {"s": 1, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}[m.group(2)]
+ticks = []
+for line in open(f"{out}/metrics-bridge.log", encoding="utf-8", errors="replace"):
+    if "tick finished" not in line:
+        continue
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    f = dict(re.findall(r"(\w+)=(\S+)", line))
+    ticks.append((int(f.get("nodes", 0)), int(f.get("succeeded", 0)), dur(f.get("took", ""))))
+measured = ticks[2:2 + $measure_ticks]
+took = sorted(t[2] for t in measured if t[2] is not None)
+def pct(v, p):
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))] if v else float("nan")
+failures = sum(n - s for n, s, _ in measured)
+scraped = sum(n for n, _, _ in measured)
+samples = []
+for line in open(f"{out}/samples.txt").read().splitlines()[1:]:
+    parts = line.split()
+    if len(parts) == 5 and parts[1] and parts[2]:
+        samples.append((float(parts[0]), int(parts[1]), int(parts[2])))
+window = [s for s in samples if m0_t <= s[0] <= m1_t]
+rss_steady = statistics.median(s[1] for s in window) / 1024 if window else float("nan")
+rss_peak = $RSS_HWM_TICKS / 1024
+rss_peak_end = $RSS_HWM_END / 1024
+slope = float("nan")
+if len(window) >= 3:
+    xs = [(s[0] - window[0][0]) / 60 for s in window]
+    ys = [s[1] / 1024 for s in window]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    if den:
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
+def wrk(line):
+    return dict(kv.split("=") for kv in line.split()[1:]) if line.startswith("WRK") else {}
+hpa, top = wrk("""$HPA_WRK"""), wrk("""$TOP_WRK""")
+expo = "$EXPO".split()
+all_size, all_time = "$ALL_CURL".split()
+cpu_per_min = cpu_s / minutes if minutes else float("nan")
+print(f"### {nodes:,} nodes × {pods_per_node} pods × {containers} containers ({pods:,} pods), {$RESOLUTION} s resolution")
+print()
+print(f"Measured over {len(measured)} ticks ({minutes:.1f} min) after 2 warm-up ticks; load average {'$LOAD_MEASURE'}; churn {'$churn_per_minute'} pods/min.")
+print()
+print("| figure | measured | per node | per pod |")
+print("|---|---|---|---|")
+print(f"| RSS steady (median VmRSS) | {rss_steady:.1f} MiB | {rss_steady / nodes * 1024:.1f} KiB | {rss_steady / pods * 1024:.2f} KiB |")
+print(f"| RSS peak (VmHWM, ticks only) | {rss_peak:.1f} MiB | {rss_peak / nodes * 1024:.1f} KiB | {rss_peak / pods * 1024:.2f} KiB |")
+print(f"| RSS peak (VmHWM, after the API load) | {rss_peak_end:.1f} MiB | {rss_peak_end / nodes * 1024:.1f} KiB | {rss_peak_end / pods * 1024:.2f} KiB |")
+print(f"| CPU (utime+stime) | {cpu_per_min:.2f} s/min = {cpu_per_min / 60 * 1000:.0f} mCPU | {cpu_per_min / 60 * 1e6 / nodes:.1f} µCPU ({cpu_per_min / 60 * 1000 / nodes:.4f} mCPU) | {cpu_per_min / 60 * 1e6 / pods:.2f} µCPU |")
+print(f"| tick duration p50 / p99 / max | {pct(took, 50):.3f} s / {pct(took, 99):.3f} s / {took[-1] if took else float('nan'):.3f} s | | |")
+print(f"| scrape failures | {failures} of {scraped} node scrapes | | |")
+if $DURATION > 0 and len(window) >= 3:
+    print(f"| RSS slope (least squares over {len(window)} samples) | {slope * 60:+.2f} MiB/h | | |")
+print()
+print(f"API (load average during the HPA run {'$LOAD_HPA'}, during top {'$LOAD_TOP'}):")
+print()
+print("| query | rate | p50 | p90 | p99 | p99.9 | max | bytes | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, w in ((f"HPA: {'$NS'}, app={'$APP'.replace('%2C', ',').replace('%3D', '=')} ($HPA_MATCHES pods), protobuf", hpa), (f"top pod -A ($ALL_ITEMS pods), JSON, 1 connection", top)):
+    if not w:
+        print(f"| {name} | wrk failed (see wrk-*.txt) | | | | | | | |")
+        continue
+    ms = lambda k: f"{int(w[k]) / 1000:.2f} ms"
+    print(f"| {name} | {float(w['rate']):.1f}/s | {ms('p50_us')} | {ms('p90_us')} | {ms('p99_us')} | {ms('p999_us')} | {ms('max_us')} | {float(w['bytes_per_req']):,.0f} | {w['errors']} |")
+print()
+print(f"One curl of top pod -A (pretty-printed: like kube-apiserver, the API indents JSON for curl's User-Agent): {int(all_size):,} bytes in {float(all_time) * 1000:.0f} ms.")
+if len(expo) == 3 and expo[0] == "200":
+    print(f"Bridged exposition /metrics: {int(expo[1]):,} bytes, {$EXPO_SERIES:,} series, in {float(expo[2]) * 1000:.0f} ms.")
+else:
+    print(f"Bridged exposition /metrics: not served (HTTP {expo[0] if expo else 'none'}).")
+EOF
+cat "$OUT/summary.md"
+log "done; files in $OUT"
