@@ -9,7 +9,8 @@
 #   - tick duration p50/p99/max and scrape failures (its "tick finished" log lines, -v=2);
 #   - API latency with wrk: the HPA query (one namespace, app=X, protobuf Accept) paced at
 #     HPA_RATE req/s, and `top pod -A` (every pod, JSON) back to back on one connection;
-#   - the bridged Prometheus exposition (/metrics) time and size, when it is served.
+#   - the bridged Prometheus exposition (/metrics/resource) time, size and series, when
+#     it is served.
 # With --churn-percent P, kube-sim replaces P % of the pods per minute and memory is sampled
 # every SAMPLE seconds for --duration; the summary gives the RSS slope (least squares).
 #
@@ -206,9 +207,9 @@ LOAD_HPA=$(cut -d' ' -f1-3 /proc/loadavg)
 TOP_WRK=$(run_wrk top 0 1 "$TOP_SECONDS" "application/json" "$ALL_PATH")
 LOAD_TOP=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# --- the bridged exposition ----------------------------------------------------------------
+# --- the bridged exposition (as the cluster admin: Prometheus' own grant varies) -----------
 EXPO=$(curl -sk -o "$OUT/metrics.txt" -w '%{http_code} %{size_download} %{time_total}' \
-    -H "Authorization: Bearer $AUTH" "$URL/metrics" || true)
+    -H "Authorization: Bearer $(cat "$OUT/sim/admin.token")" "$URL/metrics/resource" || true)
 EXPO_SERIES=$(grep -vc '^#' "$OUT/metrics.txt" 2>/dev/null || echo 0)
 rm -f "$OUT/metrics.txt"
 RSS_HWM_END=$(status_kb VmHWM)
@@ -294,9 +295,9 @@ for name, w in ((f"HPA: {'$NS'}, app={'$APP'.replace('%2C', ',').replace('%3D', 
 print()
 print(f"One curl of top pod -A (pretty-printed: like kube-apiserver, the API indents JSON for curl's User-Agent): {int(all_size):,} bytes in {float(all_time) * 1000:.0f} ms.")
 if len(expo) == 3 and expo[0] == "200":
-    print(f"Bridged exposition /metrics: {int(expo[1]):,} bytes, {$EXPO_SERIES:,} series, in {float(expo[2]) * 1000:.0f} ms.")
+    print(f"Bridged exposition /metrics/resource: {int(expo[1]):,} bytes, {$EXPO_SERIES:,} series, in {float(expo[2]) * 1000:.0f} ms.")
 else:
-    print(f"Bridged exposition /metrics: not served (HTTP {expo[0] if expo else 'none'}).")
+    print(f"Bridged exposition /metrics/resource: not served (HTTP {expo[0] if expo else 'none'}).")
 EOF
 cat "$OUT/summary.md"
 log "done; files in $OUT"
