@@ -139,7 +139,10 @@ async fn round(
 }
 
 fn main() {
-    let nodes = env("SIM_NODES", 5000);
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this runs as a smoke
+    // test of the bench at a size a debug build handles quickly.
+    let full = std::env::args().any(|a| a == "--bench");
+    let nodes = env("SIM_NODES", if full { 5000 } else { 50 });
     let pods = env("SIM_PODS", 30);
     let rounds = env("SIM_ROUNDS", 3).max(1);
     let concurrency = env("SIM_CONCURRENCY", 64).max(1);
