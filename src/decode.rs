@@ -167,6 +167,16 @@ pub fn decode_with_stats(
     payload: &[u8],
     default_timestamp_ns: i64,
 ) -> Result<(Page<'_>, DecodeStats), DecodeError> {
+    decode_observed(payload, default_timestamp_ns, |_| {})
+}
+
+/// [`decode_with_stats`], also handing every parsed entry to `observe` before the rules see
+/// it, so that another reader of the page (the exposition's index) shares this one parse.
+pub fn decode_observed<'a>(
+    payload: &'a [u8],
+    default_timestamp_ns: i64,
+    mut observe: impl FnMut(&Entry<'a>),
+) -> Result<(Page<'a>, DecodeStats), DecodeError> {
     // metrics-server converts the scrape time to whole milliseconds before using it.
     let default_ts = default_timestamp_ns
         .div_euclid(NS_PER_MS)
@@ -178,7 +188,9 @@ pub fn decode_with_stats(
     let mut stats = DecodeStats::default();
 
     for entry in Parser::new(payload) {
-        let Entry::Sample(sample) = entry? else {
+        let entry = entry?;
+        observe(&entry);
+        let Entry::Sample(sample) = entry else {
             continue;
         };
         samples += 1;

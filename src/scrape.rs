@@ -48,7 +48,7 @@ pub use stats::{
 };
 
 use crate::cluster::{ClusterState, NodeAddressType, NodeInfo};
-use crate::exposition::KubeletPage;
+use crate::exposition::PageIndexer;
 use crate::options::Options;
 use crate::store::Store;
 use crate::tls::{KubeletCertError, TlsError};
@@ -561,21 +561,17 @@ impl Shared {
         let received = fetched.received;
         let body = bytes::Bytes::from(fetched.body);
         let decode_start = Instant::now();
+        // One parse both decodes the page and indexes it, as received, for /metrics/resource.
+        let mut indexer = PageIndexer::new(body.clone());
         let (page, left_out) =
-            crate::decode::decode_with_stats(&body, started_ns).map_err(|source| {
-                fail(NodeScrapeError::Decode {
-                    url: url.to_string(),
-                    source,
-                })
-            })?;
-        // The page as received, indexed for /metrics/resource; it parses, since it decoded.
-        let raw = match KubeletPage::index(body.clone()) {
-            Ok(raw) => Some(Arc::new(raw)),
-            Err(e) => {
-                tracing::error!(node = %node.name, error = %e, "cannot index the kubelet page for /metrics/resource");
-                None
-            }
-        };
+            crate::decode::decode_observed(&body, started_ns, |entry| indexer.observe(entry))
+                .map_err(|source| {
+                    fail(NodeScrapeError::Decode {
+                        url: url.to_string(),
+                        source,
+                    })
+                })?;
+        let raw = Arc::new(indexer.finish());
         let decode_time = decode_start.elapsed();
         if left_out != crate::decode::DecodeStats::default() {
             // Routine while containers start or stop; counted for self-metrics.
@@ -587,10 +583,7 @@ impl Shared {
                 "the page had incomplete metrics, left out as metrics-server does"
             );
         }
-        match raw {
-            Some(raw) => self.store.ingest_page(&node.name, &page, raw),
-            None => self.store.ingest(&node.name, &page),
-        }
+        self.store.ingest_page(&node.name, &page, raw);
         Ok(stats::BodyStats {
             received,
             decoded: body.len(),

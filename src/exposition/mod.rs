@@ -44,7 +44,7 @@ use crate::store::Store;
 
 pub use encode::{Output, Snapshot, Totals};
 pub use labels::LabelsAllowlist;
-pub use page::{BRIDGED, BridgedFamily, KubeletPage};
+pub use page::{BRIDGED, BridgedFamily, KubeletPage, PageIndexer};
 pub use text::{Format, Kind};
 
 /// The path of the bridged exposition.

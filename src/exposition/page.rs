@@ -205,66 +205,15 @@ impl KubeletPage {
     }
 
     /// Indexes a page. The page was decoded already, so a parse error here is only possible
-    /// when the caller passes another payload; it is returned as the parser reports it.
+    /// when the caller passes another payload; it is returned as the parser reports it. The
+    /// scraper does not call this: it indexes while it decodes, through [`PageIndexer`], so
+    /// each page is parsed once.
     pub fn index(bytes: Bytes) -> Result<Self, ParseError> {
-        let mut samples: Vec<SampleRef> = Vec::with_capacity(bytes.len() / 160 + 8);
-        // Families a TYPE line gave another type than the kubelet's.
-        let mut mistyped = [false; BRIDGED.len()];
-        let base = bytes.as_ptr() as usize;
-        let mut skipped = 0usize;
+        let mut indexer = PageIndexer::new(bytes.clone());
         for entry in Parser::new(&bytes) {
-            match entry? {
-                Entry::Type { metric, kind } => {
-                    if let Some(i) = bridged_index(metric) {
-                        let want = match BRIDGED[usize::from(i)].kind {
-                            Kind::Counter => MetricType::Counter,
-                            Kind::Gauge | Kind::Info => MetricType::Gauge,
-                        };
-                        if kind != want {
-                            mistyped[usize::from(i)] = true;
-                        }
-                    }
-                }
-                Entry::Sample(sample) => {
-                    let Some(family) = bridged_index(sample.name) else {
-                        continue;
-                    };
-                    match sample_ref(&bytes, base, &sample, family) {
-                        Ok(r) => samples.push(r),
-                        Err(Skip::TooLong) => skipped += 1,
-                    }
-                }
-                Entry::Help(_) | Entry::Comment(_) => {}
-            }
+            indexer.observe(&entry?);
         }
-        if skipped > 0 {
-            tracing::debug!(
-                skipped,
-                "kubelet page lines longer than 64 KiB are not bridged"
-            );
-        }
-        samples.retain(|s| !mistyped[usize::from(s.family)]);
-        // A kubelet writes each family in one block, in name order; sort only otherwise.
-        if !samples.is_sorted_by_key(|s| s.family) {
-            samples.sort_by_key(|s| s.family);
-        }
-        let mut families = [(0u32, 0u32); BRIDGED.len()];
-        let mut i = 0usize;
-        for (f, range) in families.iter_mut().enumerate() {
-            let start = i;
-            while samples.get(i).is_some_and(|s| usize::from(s.family) == f) {
-                i += 1;
-            }
-            *range = (
-                u32::try_from(start).unwrap_or(u32::MAX),
-                u32::try_from(i).unwrap_or(u32::MAX),
-            );
-        }
-        Ok(Self {
-            bytes,
-            samples: samples.into_boxed_slice(),
-            families,
-        })
+        Ok(indexer.finish())
     }
 
     /// The page as received.
@@ -304,6 +253,96 @@ impl KubeletPage {
             value: part(r.value_off, r.value_len),
             flags: r.flags,
             timestamp_ms: (r.timestamp_ms >= 0).then_some(r.timestamp_ms),
+        }
+    }
+}
+
+/// Builds a [`KubeletPage`] from the entries of a parse of its bytes, so that the parse the
+/// decoder makes anyway also indexes the page (see `decode::decode_observed`).
+pub struct PageIndexer {
+    bytes: Bytes,
+    samples: Vec<SampleRef>,
+    /// Families a TYPE line gave another type than the kubelet's.
+    mistyped: [bool; BRIDGED.len()],
+    skipped: usize,
+}
+
+impl PageIndexer {
+    /// An indexer for `bytes`; the entries given to [`PageIndexer::observe`] must come from a
+    /// parse of these same bytes (a clone of the `Bytes` shares them), since samples are
+    /// recorded as offsets into them.
+    pub fn new(bytes: Bytes) -> Self {
+        Self {
+            samples: Vec::with_capacity(bytes.len() / 160 + 8),
+            bytes,
+            mistyped: [false; BRIDGED.len()],
+            skipped: 0,
+        }
+    }
+
+    /// Records one parsed entry.
+    pub fn observe(&mut self, entry: &Entry<'_>) {
+        match entry {
+            Entry::Type { metric, kind } => {
+                if let Some(i) = bridged_index(metric) {
+                    let want = match BRIDGED[usize::from(i)].kind {
+                        Kind::Counter => MetricType::Counter,
+                        Kind::Gauge | Kind::Info => MetricType::Gauge,
+                    };
+                    if *kind != want {
+                        self.mistyped[usize::from(i)] = true;
+                    }
+                }
+            }
+            Entry::Sample(sample) => {
+                let Some(family) = bridged_index(sample.name) else {
+                    return;
+                };
+                let base = self.bytes.as_ptr() as usize;
+                match sample_ref(&self.bytes, base, sample, family) {
+                    Ok(r) => self.samples.push(r),
+                    Err(Skip::TooLong) => self.skipped += 1,
+                }
+            }
+            Entry::Help(_) | Entry::Comment(_) => {}
+        }
+    }
+
+    /// The indexed page.
+    pub fn finish(self) -> KubeletPage {
+        let Self {
+            bytes,
+            mut samples,
+            mistyped,
+            skipped,
+        } = self;
+        if skipped > 0 {
+            tracing::debug!(
+                skipped,
+                "kubelet page lines longer than 64 KiB are not bridged"
+            );
+        }
+        samples.retain(|s| !mistyped[usize::from(s.family)]);
+        // A kubelet writes each family in one block, in name order; sort only otherwise.
+        if !samples.is_sorted_by_key(|s| s.family) {
+            samples.sort_by_key(|s| s.family);
+        }
+        let mut families = [(0u32, 0u32); BRIDGED.len()];
+        let mut i = 0usize;
+        for (f, range) in families.iter_mut().enumerate() {
+            let start = i;
+            while samples.get(i).is_some_and(|s| usize::from(s.family) == f) {
+                i += 1;
+            }
+            *range = (
+                u32::try_from(start).unwrap_or(u32::MAX),
+                u32::try_from(i).unwrap_or(u32::MAX),
+            );
+        }
+        KubeletPage {
+            bytes,
+            samples: samples.into_boxed_slice(),
+            families,
         }
     }
 }
@@ -439,6 +478,28 @@ fn has_odd_escape(raw: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scraper's path (index while decoding) and `KubeletPage::index` give the same
+    /// index, on the real kubelet page and on a page with a mistyped family.
+    #[test]
+    fn indexing_while_decoding_equals_indexing_alone() {
+        let real = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/kubelet/metrics-resource-kind-70pods.prom"
+        ))
+        .unwrap();
+        let mistyped = b"# TYPE node_cpu_usage_seconds_total gauge\nnode_cpu_usage_seconds_total 5 1000\nnode_memory_working_set_bytes 7 1000\n".to_vec();
+        for text in [real, mistyped] {
+            let bytes = Bytes::from(text);
+            let alone = KubeletPage::index(bytes.clone()).unwrap();
+            let mut indexer = PageIndexer::new(bytes.clone());
+            crate::decode::decode_observed(&bytes, 0, |e| indexer.observe(e)).unwrap();
+            let shared = indexer.finish();
+            assert!(!alone.samples.is_empty());
+            assert_eq!(shared.samples, alone.samples);
+            assert_eq!(shared.families, alone.families);
+        }
+    }
 
     fn views(page: &KubeletPage, family: &str) -> Vec<(String, String, String, u8, Option<i64>)> {
         let f = BRIDGED.iter().position(|f| f.name == family).unwrap();
