@@ -29,7 +29,12 @@ fn bin_dir() -> PathBuf {
 /// `./demo.sh` with the test build's binaries, a private cluster directory, per-test ports and
 /// a short resolution (so two scrapes land within seconds).
 fn demo(home: &Path, cluster_dir: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/demo.sh"));
+    // Through `env --default-signal=INT`: a test run started in the background (nohup, `&`
+    // in a script, some CI runners) inherits SIGINT *ignored*, and a shell cannot trap a
+    // signal that was ignored when it started, so "Ctrl-C" would never reach the demo.
+    let mut cmd = Command::new("env");
+    cmd.arg("--default-signal=INT")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/demo.sh"));
     cmd.env("DEMO_BIN_DIR", bin_dir())
         .env("DEMO_DIR", cluster_dir)
         .env("DEMO_PORT", port.to_string())
@@ -264,7 +269,7 @@ fn demo_prints_commands_that_work_and_stops_both_on_ctrl_c() {
 /// Sends `signal` to `target` (a pid, or `-PGID` for a process group), waits for the demo to
 /// exit; its status, the rest of its stdout and its stderr.
 fn signal_and_wait(
-    child: Child,
+    mut child: Child,
     more: Receiver<String>,
     target: &str,
     signal: &str,
@@ -274,6 +279,17 @@ fn signal_and_wait(
         .status()
         .expect("kill");
     assert!(sent.success(), "kill {signal} {target}");
+    // A demo that ignores the signal must fail the test, not hang it.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().expect("demo.sh status").is_none() {
+        if Instant::now() >= deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            panic!("demo.sh did not exit within 90 s of kill {signal} {target}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = child.wait_with_output().expect("demo.sh exits");
     let (_, stderr) = text(&out);
     // The reader ends at EOF, which follows the exit.
