@@ -80,6 +80,9 @@ pub struct KubeletOptions {
     /// Ours, `--kubelet-max-concurrent-scrapes` (1024): the most scrapes in flight at once,
     /// at least 1.
     pub max_concurrent_scrapes: usize,
+    /// Ours, `--kubelet-max-idle-connections` (0): the most idle kept-alive kubelet
+    /// connections; 0 derives it from the open-file limit (`scrape::idle_budget_for`).
+    pub max_idle_connections: usize,
     /// Ours, `--kubelet-max-body-bytes` (10Mi): the largest kubelet response body accepted,
     /// at least 1.
     pub max_body_bytes: usize,
@@ -232,6 +235,7 @@ impl Default for Options {
                 ],
                 request_timeout: Duration::from_secs(10),
                 max_concurrent_scrapes: 1024,
+                max_idle_connections: 0,
                 max_body_bytes: 10 << 20,
             },
             serving: ServingOptions {
@@ -682,6 +686,7 @@ impl Layers {
                     Ok(d)
                 })?,
                 max_concurrent_scrapes: self.one("kubelet-max-concurrent-scrapes", count)?,
+                max_idle_connections: self.one("kubelet-max-idle-connections", count_or_zero)?,
                 max_body_bytes: self.one("kubelet-max-body-bytes", bytes)?,
             },
             serving: ServingOptions {
@@ -876,6 +881,13 @@ fn count(v: &str) -> Result<usize, ValueError> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(ValueError::Invalid("must be a positive integer".into())),
     }
+}
+
+/// A count where 0 has a meaning (`--kubelet-max-idle-connections`: derive it).
+fn count_or_zero(v: &str) -> Result<usize, ValueError> {
+    v.trim()
+        .parse::<usize>()
+        .map_err(|_| ValueError::Invalid("must be a non-negative integer".into()))
 }
 
 /// A size: digits with an optional `Ki`/`Mi`/`Gi` (powers of 1024) or `k`/`M`/`G` (powers of

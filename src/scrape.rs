@@ -9,7 +9,9 @@
 //! - bounded work: at most `max_concurrent_scrapes` requests in flight (only in-flight scrapes
 //!   exist as tasks, so memory does not grow with the node count), each bounded by
 //!   `--kubelet-request-timeout` and the tick's deadline, each body by `max_body_bytes`;
-//! - one keep-alive connection pool and one TLS config for every node, built once.
+//! - one TLS config for every node, built once, and kept-alive connections under one budget:
+//!   at most `max_idle_connections` idle in all (derived from RLIMIT_NOFILE), the least
+//!   recently used closed beyond it, reconnects resuming their TLS session (see `pool`).
 //!
 //! # Spreading requests over the tick
 //!
@@ -28,6 +30,7 @@
 //! when the resolution has passed fails as a timeout, as metrics-server's tick context does.
 
 mod client;
+mod pool;
 mod stats;
 
 use std::future::Future;
@@ -39,6 +42,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use client::{KubeletAuth, KubeletClient, TokenSource};
+pub use pool::{FD_RESERVE, PoolStats, idle_budget_for};
 /// For the self-metrics' tests, which record scrapes as the scraper does.
 #[cfg(test)]
 pub(crate) use stats::BodyStats;
@@ -201,6 +205,8 @@ pub struct ScrapeConfig {
     pub preferred_address_types: Arc<[NodeAddressType]>,
     pub max_concurrent: usize,
     pub max_body_bytes: usize,
+    /// The most idle kept-alive kubelet connections held at once, in all (0 keeps none).
+    pub max_idle_connections: usize,
 }
 
 impl ScrapeConfig {
@@ -214,6 +220,11 @@ impl ScrapeConfig {
             preferred_address_types: Arc::from(k.preferred_address_types.as_slice()),
             max_concurrent: k.max_concurrent_scrapes.clamp(1, Semaphore::MAX_PERMITS),
             max_body_bytes: k.max_body_bytes,
+            max_idle_connections: idle_connections(
+                k.max_idle_connections,
+                rlimit::Resource::NOFILE.get().map(|(soft, _)| soft),
+                k.max_concurrent_scrapes,
+            ),
         }
     }
 
@@ -231,6 +242,40 @@ impl ScrapeConfig {
             .min(SPREAD_MAX)
             .min(self.resolution.saturating_sub(self.request_timeout))
     }
+}
+
+/// The idle-connection budget: what the open-file limit allows (see [`idle_budget_for`]),
+/// lowered to `--kubelet-max-idle-connections` when that is set (non-zero) and smaller.
+fn idle_connections(
+    flag: usize,
+    nofile: std::io::Result<u64>,
+    max_concurrent: usize,
+) -> usize {
+    let allowed = match nofile {
+        Ok(limit) => idle_budget_for(limit, max_concurrent),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; the idle kubelet connections are bounded only by --kubelet-max-idle-connections");
+            usize::MAX
+        }
+    };
+    let budget = match flag {
+        0 => allowed,
+        n if n > allowed => {
+            tracing::warn!(
+                requested = n,
+                allowed,
+                "--kubelet-max-idle-connections is more than the open-file limit leaves after \
+                 the reserve and the scrapes in flight; using the smaller"
+            );
+            allowed
+        }
+        n => n,
+    };
+    tracing::info!(
+        max_idle_connections = budget,
+        "kubelet connections: idle ones beyond this are closed, least recently used first"
+    );
+    budget
 }
 
 /// 64-bit FNV-1a: a fixed, seed-free hash, so offsets are the same in every process.
@@ -371,6 +416,7 @@ impl Scraper {
             (*tls).clone(),
             config.request_timeout,
             config.pool_idle_timeout(),
+            config.max_idle_connections,
             config.max_body_bytes,
         );
         Ok(Self::new(config, client, auth.token, cluster, store, stats))
@@ -378,6 +424,11 @@ impl Scraper {
 
     pub fn stats(&self) -> &Arc<ScrapeStats> {
         &self.shared.stats
+    }
+
+    /// The kubelet connection pool's counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.shared.client.pool_stats()
     }
 
     /// Ticks at once and then every resolution until `shutdown` resolves; a tick in progress
@@ -411,6 +462,7 @@ impl Scraper {
         let token = shared.token.current();
 
         let nodes = shared.cluster.nodes();
+        shared.client.tick_housekeeping(nodes.len());
         let window = shared.config.spread_window(nodes.len());
         let mut schedule: Vec<(Duration, Arc<NodeInfo>)> = nodes
             .into_iter()
@@ -611,6 +663,7 @@ mod tests {
             ),
             max_concurrent: 10,
             max_body_bytes: 1 << 20,
+            max_idle_connections: 100,
         }
     }
 

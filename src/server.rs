@@ -207,10 +207,21 @@ pub fn app(c: &Components) -> Router {
     compose(c, api.merge(resource)).merge(crate::selfmetrics::router(Arc::clone(&c.self_metrics)))
 }
 
-/// Raises the soft open-file limit to the hard limit.
+/// Raises the soft open-file limit to the hard limit, as Go's runtime does at start (since Go
+/// 1.19, so metrics-server gets it for free), and logs both: the kubelet connection budget is
+/// derived from the soft limit (`scrape::idle_budget_for`).
 pub fn raise_nofile_limit() {
+    let before = rlimit::Resource::NOFILE.get();
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Ok(soft) => {
+            let hard = rlimit::Resource::NOFILE.get().map_or(soft, |(_, hard)| hard);
+            tracing::info!(
+                soft,
+                hard,
+                was = before.map_or(soft, |(soft, _)| soft),
+                "open-file limit"
+            );
+        }
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }

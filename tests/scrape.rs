@@ -336,6 +336,7 @@ fn scrape_config() -> ScrapeConfig {
         preferred_address_types: Arc::from([NodeAddressType::InternalIP].as_slice()),
         max_concurrent: 8,
         max_body_bytes: BODY_LIMIT,
+        max_idle_connections: 100,
     }
 }
 

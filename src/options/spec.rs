@@ -379,6 +379,16 @@ pub(crate) static FLAGS: &[Flag] = &[
         "Most kubelet requests in flight at once.",
     )),
     ours(flag(
+        "kubelet-max-idle-connections",
+        Count,
+        "0",
+        Kubelet,
+        "Most idle kept-alive kubelet connections in all; beyond it the least recently used \
+         close and those nodes reconnect, resuming their TLS session. 0: the open-file limit \
+         (raised to its hard limit at start) minus 1,024 minus \
+         --kubelet-max-concurrent-scrapes.",
+    )),
+    ours(flag(
         "kubelet-max-body-bytes",
         Bytes,
         "10Mi",

@@ -1,23 +1,29 @@
-//! The kubelet HTTPS client: one keep-alive connection pool for every node, the credentials
-//! kubelets expect, and a bounded read of each response into one buffer.
+//! The kubelet HTTPS client: kept-alive connections under one idle budget for every node
+//! (`super::pool`), the credentials kubelets expect, and a bounded read of each response into
+//! one buffer.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
+use http::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, HOST,
+};
+use http::uri::Authority;
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::HandshakeKind;
+use rustls::client::{ClientSessionStore, Resumption};
 use secrecy::ExposeSecret as _;
 
-use super::{NodeScrapeError, ScrapeError};
+use super::pool::{IdlePool, PoolStats, Sender, SessionCache};
+use super::{BoxError, NodeScrapeError, ScrapeError};
 use crate::options::KubeletOptions;
 use crate::tls::{self, ClientIdentity, KubeletCertError, KubeletTrust};
 
@@ -239,10 +245,13 @@ pub(crate) struct Fetched {
     pub received: usize,
 }
 
-/// Issues kubelet requests over one shared keep-alive pool.
+/// Issues kubelet requests over kept-alive connections, at most `idle_budget` of them idle at
+/// once (see [`super::pool`]).
 #[derive(Clone)]
 pub struct KubeletClient {
-    http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    pool: Arc<IdlePool>,
+    sessions: Arc<SessionCache>,
     max_body_bytes: usize,
 }
 
@@ -250,40 +259,107 @@ impl std::fmt::Debug for KubeletClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeletClient")
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("pool", &self.pool.stats())
             .finish_non_exhaustive()
     }
 }
 
 impl KubeletClient {
-    /// Builds the client. `tls` is built once here and shared by every connection;
-    /// `idle_timeout` should outlast the resolution so connections survive between ticks.
+    /// Builds the client. `tls` is built once here and shared by every connection, with a
+    /// session cache of ours so reconnects resume; `idle_timeout` should outlast the
+    /// resolution so connections survive between ticks; `idle_budget` bounds the idle
+    /// connections kept in all (0 keeps none).
     pub fn new(
-        tls: rustls::ClientConfig,
+        mut tls: rustls::ClientConfig,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        idle_budget: usize,
         max_body_bytes: usize,
     ) -> Self {
+        let sessions = Arc::new(SessionCache::new());
+        tls.resumption = Resumption::store(Arc::clone(&sessions) as Arc<dyn ClientSessionStore>);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         // Notice dead peers (a node that vanished without closing) on idle pooled connections.
         http.set_keepalive(Some(Duration::from_secs(30)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(idle_timeout)
-            // One node is scraped by one request at a time.
-            .pool_max_idle_per_host(1)
-            .build(https);
         Self {
-            http: client,
+            connector,
+            pool: Arc::new(IdlePool::new(idle_budget, idle_timeout)),
+            sessions,
             max_body_bytes,
+        }
+    }
+
+    /// The pool's counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Called once per tick with the node count: sizes the TLS session cache to it and closes
+    /// connections idle past the timeout.
+    pub(crate) fn tick_housekeeping(&self, nodes: usize) {
+        self.sessions.reserve(nodes);
+        self.pool.expire();
+    }
+
+    /// A new connection to `url`'s kubelet: TCP connect, TLS handshake (resumed when the
+    /// session cache has a ticket for it), HTTP/1.1 handshake.
+    async fn connect(&self, url: &Uri) -> Result<Sender, NodeScrapeError> {
+        let stream = tower::ServiceExt::oneshot(self.connector.clone(), url.clone())
+            .await
+            .map_err(|e| classify(url, Phase::Connect, e))?;
+        let resumed = match &stream {
+            MaybeHttpsStream::Https(tls) => {
+                tls.inner().get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed)
+            }
+            MaybeHttpsStream::Http(_) => false,
+        };
+        self.pool.opened(resumed);
+        let (sender, connection) = hyper::client::conn::http1::handshake(stream)
+            .await
+            .map_err(|e| classify(url, Phase::Connect, Box::new(e)))?;
+        // The task ends, closing the socket, when the kubelet closes or the sender is dropped.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "kubelet connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `request` on the address's idle connection if it has a live one, else on a new
+    /// connection; returns the response and the connection, to give back once the body is
+    /// read.
+    async fn send(
+        &self,
+        url: &Uri,
+        address: &Authority,
+        request: Request<Empty<Bytes>>,
+    ) -> Result<(http::Response<Incoming>, Sender), SendError> {
+        let mut idle = self.pool.take(address);
+        // A kept-alive connection the kubelet closed fails `ready`: open a new one.
+        if let Some(sender) = &mut idle
+            && sender.ready().await.is_err()
+        {
+            idle = None;
+        }
+        let mut sender = match idle {
+            Some(sender) => {
+                self.pool.reused();
+                sender
+            }
+            None => self.connect(url).await.map_err(SendError::Fatal)?,
+        };
+        match sender.send_request(request).await {
+            Ok(resp) => Ok((resp, sender)),
+            Err(e) => Err(SendError::Exchange(e)),
         }
     }
 
@@ -300,6 +376,9 @@ impl KubeletClient {
             let mut req = Request::get(url.clone())
                 .header(ACCEPT, HeaderValue::from_static(ACCEPT_TEXT))
                 .header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            if let Some(authority) = url.authority() {
+                req = req.header(HOST, authority.as_str());
+            }
             if let Some(t) = token {
                 req = req.header(AUTHORIZATION, t.clone());
             }
@@ -309,17 +388,36 @@ impl KubeletClient {
                     problem: e.to_string(),
                 })
         };
-        let resp = match self.http.request(request()?).await {
-            Ok(resp) => resp,
-            // Typically a pooled connection the kubelet closed just as we sent on it (its idle
-            // timeout racing our tick). The GET is idempotent and nothing came back, so try
-            // once more on a fresh connection, as Go's transport does for reused connections.
-            Err(e) if closed_before_response(&e) => self
-                .http
-                .request(request()?)
-                .await
-                .map_err(|e| classify(url, e))?,
-            Err(e) => return Err(classify(url, e)),
+        let Some(address) = url.authority().cloned() else {
+            return Err(NodeScrapeError::InvalidUrl {
+                url: url.to_string(),
+                problem: "no host".into(),
+            });
+        };
+        // HTTP/1.1 on our own connection: the request line carries the path only.
+        let path_only = |req: Request<Empty<Bytes>>| {
+            let (mut parts, body) = req.into_parts();
+            parts.uri = url
+                .path_and_query()
+                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+            Request::from_parts(parts, body)
+        };
+        let (resp, sender) = match self.send(url, &address, path_only(request()?)).await {
+            Ok(ok) => ok,
+            // Typically a kept-alive connection the kubelet closed just as we sent on it (its
+            // idle timeout racing our tick). The GET is idempotent and nothing came back, so
+            // try once more on a fresh connection, as Go's transport does.
+            Err(SendError::Exchange(e)) if closed_before_response(&e) => {
+                let mut sender = self.connect(url).await?;
+                match sender.send_request(path_only(request()?)).await {
+                    Ok(resp) => (resp, sender),
+                    Err(e) => return Err(classify(url, Phase::Exchange, Box::new(e))),
+                }
+            }
+            Err(SendError::Exchange(e)) => {
+                return Err(classify(url, Phase::Exchange, Box::new(e)));
+            }
+            Err(SendError::Fatal(e)) => return Err(e),
         };
         let status = resp.status();
         let gzip = resp
@@ -394,6 +492,8 @@ impl KubeletClient {
                 buf.extend_from_slice(&data);
             }
         }
+        // The exchange is complete, so the connection can serve this node's next scrape.
+        self.pool.put(address, sender);
         let received = buf.len();
         if !gzip {
             return Ok(Fetched {
@@ -422,16 +522,28 @@ impl KubeletClient {
     }
 }
 
+/// Why [`KubeletClient::send`] failed: the exchange on a connection (which may be retried when
+/// nothing came back) or getting a connection at all (which may not).
+enum SendError {
+    Exchange(hyper::Error),
+    Fatal(NodeScrapeError),
+}
+
+/// Where a client error happened: opening the connection, or the exchange on it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connect,
+    Exchange,
+}
+
 /// Whether the connection closed or reset before any response arrived, so the request can go
 /// again safely. (TLS peers that close without close_notify surface as an unexpected EOF
 /// rather than hyper's incomplete message.)
-fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
+fn closed_before_response(err: &hyper::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    !err.is_connect()
-        && tls::error_chain(err).any(|e| {
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                return h.is_incomplete_message() || h.is_canceled();
-            }
+    err.is_incomplete_message()
+        || err.is_canceled()
+        || tls::error_chain(err).any(|e| {
             e.downcast_ref::<std::io::Error>().is_some_and(|io| {
                 matches!(
                     io.kind(),
@@ -442,25 +554,26 @@ fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// Sorts a client error into connect, TLS (with the certificate explained) or transfer.
-fn classify(url: &Uri, err: hyper_util::client::legacy::Error) -> NodeScrapeError {
+fn classify(url: &Uri, phase: Phase, err: BoxError) -> NodeScrapeError {
     let url_s = url.to_string();
-    if let Some(cert) = KubeletCertError::find_in(&err) {
+    if let Some(cert) = KubeletCertError::find_in(&*err) {
         return NodeScrapeError::Certificate {
             url: url_s,
             problem: cert.clone(),
         };
     }
-    if let Some(tls_err) = tls::error_chain(&err).find_map(|e| e.downcast_ref::<rustls::Error>()) {
+    if let Some(tls_err) = tls::error_chain(&*err).find_map(|e| e.downcast_ref::<rustls::Error>())
+    {
         return NodeScrapeError::Tls {
             url: url_s,
             detail: tls_err.to_string(),
         };
     }
-    if err.is_connect() {
-        let refused = tls::error_chain(&err)
+    if phase == Phase::Connect {
+        let refused = tls::error_chain(&*err)
             .filter_map(|e| e.downcast_ref::<std::io::Error>())
             .any(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
-        let mut detail = causes(&err);
+        let mut detail = causes(&*err);
         if refused {
             detail.push_str(
                 " (is the kubelet listening there? check --kubelet-port, \
@@ -470,10 +583,10 @@ fn classify(url: &Uri, err: hyper_util::client::legacy::Error) -> NodeScrapeErro
         NodeScrapeError::Connect {
             url: url_s,
             detail,
-            source: Box::new(err),
+            source: err,
         }
     } else {
-        transfer(url, Box::new(err))
+        transfer(url, err)
     }
 }
 
@@ -485,12 +598,10 @@ fn transfer(url: &Uri, source: Box<dyn std::error::Error + Send + Sync>) -> Node
     }
 }
 
-/// The messages of an error's causes, joined, without the HTTP client's own generic wrapper
-/// ("client error (Connect)"), which says nothing the variant does not.
+/// The messages of an error's causes, joined.
 fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let generic = err.is::<hyper_util::client::legacy::Error>();
     let mut parts: Vec<String> = Vec::new();
-    for e in tls::error_chain(err).skip(usize::from(generic)) {
+    for e in tls::error_chain(err) {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::UnexpectedEof
         {
