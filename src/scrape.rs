@@ -10,8 +10,8 @@
 //!   exist as tasks, so memory does not grow with the node count), each bounded by
 //!   `--kubelet-request-timeout` and the tick's deadline, each body by `max_body_bytes`;
 //! - one TLS config for every node, built once, and kept-alive connections under one budget:
-//!   at most `max_idle_connections` idle in all (derived from RLIMIT_NOFILE), the least
-//!   recently used closed beyond it, reconnects resuming their TLS session (see `pool`).
+//!   at most `max_idle_connections` idle in all (derived from RLIMIT_NOFILE), a connection
+//!   closed after its scrape beyond that, reconnects resuming their TLS session (see `pool`).
 //!
 //! # Spreading requests over the tick
 //!
@@ -246,11 +246,7 @@ impl ScrapeConfig {
 
 /// The idle-connection budget: what the open-file limit allows (see [`idle_budget_for`]),
 /// lowered to `--kubelet-max-idle-connections` when that is set (non-zero) and smaller.
-fn idle_connections(
-    flag: usize,
-    nofile: std::io::Result<u64>,
-    max_concurrent: usize,
-) -> usize {
+fn idle_connections(flag: usize, nofile: std::io::Result<u64>, max_concurrent: usize) -> usize {
     let allowed = match nofile {
         Ok(limit) => idle_budget_for(limit, max_concurrent),
         Err(e) => {
@@ -273,7 +269,7 @@ fn idle_connections(
     };
     tracing::info!(
         max_idle_connections = budget,
-        "kubelet connections: idle ones beyond this are closed, least recently used first"
+        "kubelet connections: at most this many kept idle between scrapes; beyond it a node reconnects, resuming its TLS session"
     );
     budget
 }
@@ -730,6 +726,18 @@ mod tests {
                 .to_string()
                 .ends_with("its addresses are: none")
         );
+    }
+
+    #[test]
+    fn the_idle_budget_follows_the_open_file_limit_and_the_flag_only_lowers_it() {
+        let limit = || Ok(20_000);
+        assert_eq!(idle_connections(0, limit(), 1024), 20_000 - 2048);
+        assert_eq!(idle_connections(500, limit(), 1024), 500);
+        assert_eq!(idle_connections(50_000, limit(), 1024), 20_000 - 2048);
+        assert_eq!(idle_connections(0, Ok(1024), 1024), 0);
+        let unknown = || Err(std::io::Error::other("no /proc"));
+        assert_eq!(idle_connections(300, unknown(), 1024), 300);
+        assert_eq!(idle_connections(0, unknown(), 1024), usize::MAX);
     }
 
     #[test]

@@ -214,7 +214,9 @@ pub fn raise_nofile_limit() {
     let before = rlimit::Resource::NOFILE.get();
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(soft) => {
-            let hard = rlimit::Resource::NOFILE.get().map_or(soft, |(_, hard)| hard);
+            let hard = rlimit::Resource::NOFILE
+                .get()
+                .map_or(soft, |(_, hard)| hard);
             tracing::info!(
                 soft,
                 hard,

@@ -989,10 +989,12 @@ fn faulty(node: &str) -> bool {
 }
 
 /// Checks every node and Running pod of kube-sim's `/sim/expected` against the store: healthy
-/// ones within 1% CPU and exact memory, faulty ones absent. Returns how many pods were served.
+/// ones within 1% CPU and exact memory, those on `faulty` nodes absent. Returns how many pods
+/// were served.
 async fn check_against_expected(
     sim: &support::KubeSim,
     c: &metrics_bridge::server::Components,
+    faulty: impl Fn(&str) -> bool,
 ) -> usize {
     let expected = sim.expected().await;
     for node in expected["nodes"].as_array().unwrap() {
@@ -1089,7 +1091,7 @@ async fn the_pipeline_follows_kube_sim_through_faults_and_removals() {
     assert_eq!(scraper.tick().await.succeeded, 2);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(scraper.tick().await.succeeded, 2);
-    assert!(check_against_expected(&sim, &c).await > 0);
+    assert!(check_against_expected(&sim, &c, faulty).await > 0);
     for (node, kind, reason) in FAULTS {
         let e = c.scrape_stats.node(node).unwrap().last_error().unwrap();
         assert_eq!(e.reason, reason, "{node} ({kind}): {}", e.message);
@@ -1192,6 +1194,122 @@ async fn the_pipeline_follows_kube_sim_through_faults_and_removals() {
         .map(|n| n["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["node-00003", "node-00010"]);
+    for w in watchers {
+        w.abort();
+    }
+}
+
+/// The sockets this process holds connected to `port` on 127.1.0.0/16 (kube-sim's kubelets):
+/// the descriptors in /proc/self/fd that are sockets, matched by inode against
+/// /proc/net/tcp's connections whose remote end is that port.
+fn sockets_to_kubelets(port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue; // closed while we listed
+        };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // rem_address is little-endian hex: 127.1.x.y shows as yyxx017F.
+            fields.len() > 9
+                && fields[2].ends_with(&remote)
+                && fields[2].get(4..8) == Some("017F")
+                && inodes.contains(fields[9])
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fewer_idle_connections_than_nodes_every_node_is_scraped_and_reconnects_resume() {
+    use metrics_bridge::server;
+    const NODES: usize = 12;
+    const BUDGET: usize = 4;
+    let sim = support::KubeSim::start(&["--nodes", "12", "--pods-per-node", "3"]);
+    let kubeconfig = sim.path("metrics-bridge.kubeconfig");
+    let options = metrics_bridge::options::Options::from_args([
+        "metrics-bridge".to_owned(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--kubelet-port={}", sim.kubelet_port),
+        "--kubelet-preferred-address-types=InternalIP".to_owned(),
+        format!("--kubelet-max-idle-connections={BUDGET}"),
+        "--metric-resolution=15s".to_owned(),
+    ])
+    .unwrap();
+    assert_eq!(options.kubelet.max_idle_connections, BUDGET);
+    let kube = server::kube_config(Some(&kubeconfig)).await.unwrap();
+    let client = kube::Client::try_from(kube.clone()).unwrap();
+    let c = server::Components::new(options.metric_resolution);
+    let watchers = server::spawn_watchers(client, &options, &c);
+    support::eventually("both caches to sync", || c.synced()).await;
+    assert_eq!(c.cluster.node_count(), NODES);
+    let scraper = server::build_scraper(&options, &kube, &c).unwrap();
+    let budget_held = |what: &str| {
+        let stats = scraper.pool_stats();
+        assert_eq!(stats.budget, BUDGET);
+        assert!(
+            stats.idle <= BUDGET && stats.idle_peak <= BUDGET,
+            "{what}: {stats:?}"
+        );
+        stats
+    };
+
+    // The first tick connects to every kubelet with a full handshake and keeps only BUDGET
+    // connections.
+    assert_eq!(scraper.tick().await.succeeded, NODES);
+    let first = budget_held("after the first tick");
+    assert_eq!(
+        (first.opened, first.resumed, first.reused),
+        (NODES as u64, 0, 0)
+    );
+    assert_eq!(first.idle, BUDGET);
+    assert_eq!(first.evicted, (NODES - BUDGET) as u64);
+    support::eventually("the evicted connections' sockets to close", || {
+        sockets_to_kubelets(sim.kubelet_port) <= BUDGET
+    })
+    .await;
+    assert!(
+        sockets_to_kubelets(sim.kubelet_port) > 0,
+        "the count sees our sockets"
+    );
+
+    // Every later tick scrapes every node, reusing the BUDGET connections held and
+    // reconnecting to the rest, each reconnect resuming its TLS session.
+    let mut before = first;
+    for tick in 2..=3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(scraper.tick().await.succeeded, NODES, "tick {tick}");
+        let now = budget_held(&format!("after tick {tick}"));
+        let opened = now.opened - before.opened;
+        let reused = now.reused - before.reused;
+        assert_eq!(reused, BUDGET as u64, "tick {tick}: {now:?}");
+        assert_eq!(opened, (NODES - BUDGET) as u64, "tick {tick}: {now:?}");
+        assert_eq!(now.idle, BUDGET, "tick {tick}: {now:?}");
+        assert_eq!(
+            now.resumed - before.resumed,
+            opened,
+            "tick {tick}: every reconnect resumed its TLS session: {now:?}"
+        );
+        support::eventually("the evicted connections' sockets to close", || {
+            sockets_to_kubelets(sim.kubelet_port) <= BUDGET
+        })
+        .await;
+        before = now;
+    }
+    assert!(check_against_expected(&sim, &c, |_| false).await > 0);
+    assert_eq!(c.scrape_stats.totals().requests_failed, 0);
     for w in watchers {
         w.abort();
     }

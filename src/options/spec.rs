@@ -383,9 +383,9 @@ pub(crate) static FLAGS: &[Flag] = &[
         Count,
         "0",
         Kubelet,
-        "Most idle kept-alive kubelet connections in all; beyond it the least recently used \
-         close and those nodes reconnect, resuming their TLS session. 0: the open-file limit \
-         (raised to its hard limit at start) minus 1,024 minus \
+        "Most idle kept-alive kubelet connections in all; beyond it a connection is closed \
+         after its scrape and that node reconnects next tick, resuming its TLS session. 0: \
+         the open-file limit (raised to its hard limit at start) minus 1,024 minus \
          --kubelet-max-concurrent-scrapes.",
     )),
     ours(flag(

@@ -562,8 +562,7 @@ fn classify(url: &Uri, phase: Phase, err: BoxError) -> NodeScrapeError {
             problem: cert.clone(),
         };
     }
-    if let Some(tls_err) = tls::error_chain(&*err).find_map(|e| e.downcast_ref::<rustls::Error>())
-    {
+    if let Some(tls_err) = tls::error_chain(&*err).find_map(|e| e.downcast_ref::<rustls::Error>()) {
         return NodeScrapeError::Tls {
             url: url_s,
             detail: tls_err.to_string(),
