@@ -372,13 +372,21 @@ impl KubeletClient {
         token: Option<&HeaderValue>,
         size_hint: (usize, usize),
     ) -> Result<Fetched, NodeScrapeError> {
+        let Some(address) = url.authority().cloned() else {
+            return Err(NodeScrapeError::InvalidUrl {
+                url: url.to_string(),
+                problem: "no host".into(),
+            });
+        };
+        // HTTP/1.1 on our own connection: the request line carries the path, Host the address.
+        let path = url
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
         let request = || {
-            let mut req = Request::get(url.clone())
+            let mut req = Request::get(path.clone())
+                .header(HOST, address.as_str())
                 .header(ACCEPT, HeaderValue::from_static(ACCEPT_TEXT))
                 .header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-            if let Some(authority) = url.authority() {
-                req = req.header(HOST, authority.as_str());
-            }
             if let Some(t) = token {
                 req = req.header(AUTHORIZATION, t.clone());
             }
@@ -388,28 +396,14 @@ impl KubeletClient {
                     problem: e.to_string(),
                 })
         };
-        let Some(address) = url.authority().cloned() else {
-            return Err(NodeScrapeError::InvalidUrl {
-                url: url.to_string(),
-                problem: "no host".into(),
-            });
-        };
-        // HTTP/1.1 on our own connection: the request line carries the path only.
-        let path_only = |req: Request<Empty<Bytes>>| {
-            let (mut parts, body) = req.into_parts();
-            parts.uri = url
-                .path_and_query()
-                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-            Request::from_parts(parts, body)
-        };
-        let (resp, sender) = match self.send(url, &address, path_only(request()?)).await {
+        let (resp, sender) = match self.send(url, &address, request()?).await {
             Ok(ok) => ok,
             // Typically a kept-alive connection the kubelet closed just as we sent on it (its
             // idle timeout racing our tick). The GET is idempotent and nothing came back, so
             // try once more on a fresh connection, as Go's transport does.
             Err(SendError::Exchange(e)) if closed_before_response(&e) => {
                 let mut sender = self.connect(url).await?;
-                match sender.send_request(path_only(request()?)).await {
+                match sender.send_request(request()?).await {
                     Ok(resp) => (resp, sender),
                     Err(e) => return Err(classify(url, Phase::Exchange, Box::new(e))),
                 }
