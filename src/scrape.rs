@@ -507,9 +507,12 @@ impl Scraper {
             .stats
             .retain_nodes(|name| cluster.node(name).is_some());
         let took = start.elapsed();
-        shared
-            .stats
-            .tick_finished(took, succeeded as u64, total as u64);
+        shared.stats.tick_finished(
+            took,
+            succeeded as u64,
+            total as u64,
+            shared.client.pool_stats(),
+        );
         TickSummary {
             nodes: total,
             succeeded,

@@ -705,6 +705,45 @@ impl Collector for BridgeCollector {
             s.scrape.last_tick_start_ns() as f64 / 1e9,
         )?;
 
+        let pool = s.scrape.pool();
+        gauge(
+            &mut encoder,
+            "metrics_bridge_kubelet_idle_connections",
+            "Idle keep-alive connections to kubelets, as of the latest tick",
+            pool.idle as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "metrics_bridge_kubelet_idle_connections_limit",
+            "The most idle kubelet connections kept (--kubelet-max-idle-connections, or what \
+             the open-file limit allows)",
+            pool.budget as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "metrics_bridge_kubelet_connections_opened",
+            "Connections opened to kubelets (TCP connect and TLS handshake)",
+            pool.opened,
+        )?;
+        counter(
+            &mut encoder,
+            "metrics_bridge_kubelet_tls_sessions_resumed",
+            "Kubelet connections that resumed a TLS session instead of a full handshake",
+            pool.resumed,
+        )?;
+        counter(
+            &mut encoder,
+            "metrics_bridge_kubelet_connections_reused",
+            "Kubelet requests sent on a kept-alive connection",
+            pool.reused,
+        )?;
+        counter(
+            &mut encoder,
+            "metrics_bridge_kubelet_connections_closed_over_limit",
+            "Idle kubelet connections closed to stay within the idle limit",
+            pool.evicted,
+        )?;
+
         gauge(
             &mut encoder,
             "metrics_bridge_tracked_nodes",
@@ -1012,10 +1051,39 @@ mod tests {
     }
 
     #[test]
+    fn the_kubelet_connection_pool_is_reported_as_of_the_latest_tick() {
+        let (m, scrape, _) = metrics(Duration::from_secs(15));
+        let pool = crate::scrape::PoolStats {
+            idle: 3,
+            idle_peak: 5,
+            budget: 4,
+            opened: 10,
+            resumed: 6,
+            reused: 20,
+            evicted: 2,
+        };
+        scrape.tick_finished(Duration::from_millis(300), 1, 1, pool);
+        let body = text(&m, Format::Text);
+        for line in [
+            "metrics_bridge_kubelet_idle_connections 3",
+            "metrics_bridge_kubelet_idle_connections_limit 4",
+            "metrics_bridge_kubelet_connections_opened_total 10",
+            "metrics_bridge_kubelet_tls_sessions_resumed_total 6",
+            "metrics_bridge_kubelet_connections_reused_total 20",
+            "metrics_bridge_kubelet_connections_closed_over_limit_total 2",
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "{line} missing in:\n{body}"
+            );
+        }
+    }
+
+    #[test]
     fn metrics_server_families_are_the_fixtures_exactly() {
         let (m, scrape, _) = metrics(Duration::from_secs(15));
         scrape_ok(&scrape, "n1", 1_700_000_000);
-        scrape.tick_finished(Duration::from_millis(300), 1, 1);
+        scrape.tick_finished(Duration::from_millis(300), 1, 1, Default::default());
         let body = text(&m, Format::Text);
         let mut names: Vec<&str> = body
             .lines()

@@ -279,6 +279,9 @@ pub struct ScrapeStats {
     /// Nodes the last completed tick scraped successfully, and attempted.
     tick_last_ok: AtomicU64,
     tick_last_nodes: AtomicU64,
+    /// The kubelet connection pool's counters as of the latest completed tick; read only by
+    /// `/metrics`, written once per tick.
+    pool: Mutex<super::PoolStats>,
 }
 
 /// Whole-scraper totals at one moment.
@@ -322,6 +325,7 @@ impl ScrapeStats {
             tick_last_duration_nanos: AtomicU64::new(0),
             tick_last_ok: AtomicU64::new(0),
             tick_last_nodes: AtomicU64::new(0),
+            pool: Mutex::default(),
         }
     }
 
@@ -441,7 +445,16 @@ impl ScrapeStats {
         self.tick_last_start_ns.store(at_ns, Ordering::Release);
     }
 
-    pub(crate) fn tick_finished(&self, took: Duration, ok: u64, nodes: u64) {
+    pub(crate) fn tick_finished(
+        &self,
+        took: Duration,
+        ok: u64,
+        nodes: u64,
+        pool: super::PoolStats,
+    ) {
+        if let Ok(mut p) = self.pool.lock() {
+            *p = pool;
+        }
         self.ticks.observe(took);
         self.tick_last_duration_nanos
             .store(nanos(took), Ordering::Relaxed);
@@ -467,6 +480,11 @@ impl ScrapeStats {
     /// How long the latest completed tick took.
     pub fn last_tick_duration(&self) -> Duration {
         Duration::from_nanos(self.tick_last_duration_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The kubelet connection pool's counters as of the latest completed tick.
+    pub fn pool(&self) -> super::PoolStats {
+        self.pool.lock().map(|p| *p).unwrap_or_default()
     }
 
     /// Nodes scraped successfully and nodes attempted in the latest completed tick.
