@@ -84,6 +84,9 @@ pub struct PodState {
     pub ns: NsIdx,
     /// Index into `catalog::WORKLOADS`.
     pub workload: u16,
+    /// Which of the workload's Deployments the pod belongs to (0 for DaemonSet and CronJob
+    /// pods); see `generate::Generator::replica_set`.
+    pub instance: u32,
     /// Unique serial number: keys the pod's random stream, uid and name suffix.
     pub serial: u64,
     pub phase: Phase,
@@ -104,6 +107,11 @@ impl PodState {
         catalog::WORKLOADS
             .get(usize::from(self.workload))
             .unwrap_or(&catalog::WORKLOADS[catalog::KUBE_PROXY])
+    }
+
+    /// The `app` label: the workload's app, suffixed `-N` for its Deployment N > 0.
+    pub fn app(&self) -> std::borrow::Cow<'static, str> {
+        catalog::app_name(self.workload(), self.instance)
     }
 
     pub fn running(&self) -> bool {

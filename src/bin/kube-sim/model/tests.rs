@@ -1072,6 +1072,54 @@ fn objects_carry_what_clients_need() {
     );
 }
 
+/// Deployments are many and small, as in a real cluster (an HPA's selector matches tens of
+/// pods), whatever the cluster's size; each one's pods share app, hash and owner, and no two
+/// share a selector.
+#[test]
+fn deployments_are_many_and_small() {
+    for (nodes, pods) in [(256, 30), (96, 110)] {
+        let m = model(nodes, pods, 1, 11);
+        // (namespace, app) → (ReplicaSet, pod-template-hash, owner uid, pods).
+        let mut sets: BTreeMap<(String, String), (String, String, String, usize)> =
+            BTreeMap::new();
+        for p in m.pod_objects() {
+            let labels = p.metadata.labels.as_ref().unwrap();
+            let Some(hash) = labels.get("pod-template-hash") else {
+                continue;
+            };
+            let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+            assert_eq!(owner.kind, "ReplicaSet");
+            let app = &labels["app"];
+            assert_eq!(owner.name, format!("{app}-{hash}"));
+            let name = p.metadata.name.as_deref().unwrap();
+            assert!(name.starts_with(&format!("{}-", owner.name)), "{name}");
+            let ns = p.metadata.namespace.clone().unwrap();
+            let e = sets
+                .entry((ns, app.clone()))
+                .or_insert_with(|| (owner.name.clone(), hash.clone(), owner.uid.clone(), 0));
+            assert_eq!((&e.0, &e.1, &e.2), (&owner.name, hash, &owner.uid), "{name}");
+            e.3 += 1;
+        }
+        let sizes: Vec<usize> = sets.values().map(|s| s.3).collect();
+        let total: usize = sizes.iter().sum();
+        let mean = total / sizes.len();
+        let max = *sizes.iter().max().unwrap();
+        assert!((25..=60).contains(&mean), "{nodes}x{pods}: mean {mean}");
+        assert!(max <= 200, "{nodes}x{pods}: largest {max}");
+        // Sizes vary: the largest is at least twice the median.
+        let mut sorted = sizes.clone();
+        sorted.sort_unstable();
+        assert!(max >= 2 * sorted[sorted.len() / 2], "{sorted:?}");
+        // Distinct ReplicaSets, hashes and owners.
+        let distinct = |f: fn(&(String, String, String, usize)) -> &String| {
+            sets.values().map(f).collect::<std::collections::BTreeSet<_>>().len()
+        };
+        assert_eq!(distinct(|s| &s.0), sets.len());
+        assert_eq!(distinct(|s| &s.2), sets.len());
+        assert!(distinct(|s| &s.1) * 10 >= sets.len() * 9);
+    }
+}
+
 #[test]
 fn degenerate_sizes_work() {
     // No nodes: nothing to list, measure or pick; nodes can still be added.
