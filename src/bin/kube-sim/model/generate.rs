@@ -90,7 +90,11 @@ impl Vocabulary {
             return Cow::Borrowed(self.template_hash(workload));
         }
         let key = workload_key(workload, instance);
-        Cow::Owned(template_hash(&mut Rng::keyed(self.seed, Domain::Workload, key)))
+        Cow::Owned(template_hash(&mut Rng::keyed(
+            self.seed,
+            Domain::Workload,
+            key,
+        )))
     }
 }
 

@@ -375,6 +375,14 @@ impl NodeTable {
         Some(id)
     }
 
+    /// Makes ids below `first` holes (a model whose nodes start at `first`). Only before
+    /// the first push; chunks of holes are never allocated.
+    pub fn skip_to(&self, first: NodeId) {
+        if self.len() < first {
+            self.len.store(first.min(MAX_NODES), Ordering::Release);
+        }
+    }
+
     /// Takes a node out, leaving its id as a hole.
     pub fn remove(&self, id: NodeId) -> Option<Box<NodeState>> {
         self.slot(id)?
