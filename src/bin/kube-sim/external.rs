@@ -17,7 +17,10 @@
 //!   finished the same way; a node someone deletes is removed from the simulation;
 //! - namespaces the cluster lacks are created, and deleted again at the end;
 //! - on SIGINT/SIGTERM everything it created is deleted; at start, what a previous run left
-//!   (anything labelled `kube-sim.io/owned=true`) is deleted first.
+//!   (anything labelled `kube-sim.io/owned=true` and this instance's
+//!   `kube-sim.io/instance=<first node>`) is deleted first. Several kube-sims with disjoint
+//!   node ranges (`--first-node`) share a cluster: each touches only its instance's objects,
+//!   and a namespace another one still uses is handed over to it instead of deleted.
 //!
 //! Objects are adapted to a real cluster's admission and controllers: no `ownerReferences`
 //! (the garbage collector would delete pods whose owners do not exist), no
