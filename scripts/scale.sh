@@ -182,11 +182,15 @@ log "measured $measure_ticks ticks"
 AUTH=""
 [ -f "$OUT/sim/hpa.token" ] && AUTH=$(cat "$OUT/sim/hpa.token")
 NS=team-alpha
+# An HPA on a Deployment asks for one namespace and the Deployment's selector (app=X).
+# kube-sim's Deployments hold a handful to ~100 pods each; take the one closest to 50.
 APP=$(curl -sf --cacert "$OUT/sim/ca.crt" -H "Authorization: Bearer $(cat "$OUT/sim/admin.token")" \
-    "$API/api/v1/namespaces/$NS/pods?limit=1" |
-    python3 -c 'import json,sys; l=json.load(sys.stdin)["items"][0]["metadata"]["labels"]; print(l["app"] + "%2Cpod-template-hash%3D" + l["pod-template-hash"])')
-# One ReplicaSet's pods, as an HPA on a Deployment asks (its selector is app=X; kube-sim's
-# apps span the whole cluster, so the ReplicaSet's hash keeps the match HPA-sized).
+    -H 'Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1' \
+    "$API/api/v1/namespaces/$NS/pods" |
+    python3 -c 'import collections,json,sys
+n = collections.Counter(i["metadata"]["labels"]["app"] for i in json.load(sys.stdin)["items"]
+                        if "pod-template-hash" in i["metadata"].get("labels", {}))
+print(min(n, key=lambda a: (abs(n[a] - 50), a)))')
 HPA_PATH="/apis/metrics.k8s.io/v1beta1/namespaces/$NS/pods?labelSelector=app%3D$APP"
 ALL_PATH="/apis/metrics.k8s.io/v1beta1/pods"
 HPA_MATCHES=$(curl -sk -H "Authorization: Bearer $AUTH" "$URL$HPA_PATH" |

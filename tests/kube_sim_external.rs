@@ -752,3 +752,181 @@ async fn metrics_bridge_reports_the_external_nodes_through_the_serving_cluster()
         .status();
     let _ = bridge.wait();
 }
+
+/// Names of the nodes in `/sim/expected`.
+fn expected_nodes(expected: &serde_json::Value) -> BTreeSet<String> {
+    expected["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Two external kube-sims with disjoint node ranges (`--first-node`) fill one cluster; each
+/// cleans up only its own objects, a namespace both use outlives the first one to stop, and a
+/// third whose range overlaps is refused without touching the others' objects.
+#[tokio::test]
+async fn kube_sims_with_disjoint_node_ranges_share_one_cluster() {
+    let api = KubeSim::start(&["--nodes", "0"]);
+    let client = api.client().await;
+    // Namespaces the first external kube-sim creates, and the second one uses too.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in ["team-alpha", "team-bravo", "team-charlie", "team-delta"] {
+        namespaces
+            .delete(ns, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    until("team namespaces gone", || async {
+        let left = namespaces.list(&ListParams::default()).await.unwrap();
+        !names(&left.items).iter().any(|n| n.starts_with("team-"))
+    })
+    .await;
+    let common = ["--pods-per-node", "8", "--seed", "4"];
+    let mut first = external(&api, &[&["--nodes", "2"][..], &common].concat());
+    let mut second = external(
+        &api,
+        &[&["--first-node", "32", "--nodes", "2"][..], &common].concat(),
+    );
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+
+    let (exp1, exp2) = (first.expected().await, second.expected().await);
+    let (nodes1, nodes2) = (expected_nodes(&exp1), expected_nodes(&exp2));
+    assert_eq!(
+        nodes1,
+        ["node-00001", "node-00002"].map(String::from).into()
+    );
+    assert_eq!(
+        nodes2,
+        ["node-00033", "node-00034"].map(String::from).into()
+    );
+    let listed = nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&listed.items), &nodes1 | &nodes2);
+    for n in &listed.items {
+        let name = n.metadata.name.clone().unwrap();
+        let index: u32 = name.trim_start_matches("node-").parse().unwrap();
+        let addrs = n.status.as_ref().unwrap().addresses.as_ref().unwrap();
+        assert_eq!(addrs[0].address, format!("127.1.0.{index}"), "{name}");
+        let instance = if index <= 2 {
+            "node-00001"
+        } else {
+            "node-00033"
+        };
+        let labels = n.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["kube-sim.io/instance"], instance, "{name}");
+    }
+    // Every pod of both, the Running ones exactly both /sim/expected's, each on its own range.
+    let (run1, run2) = (running_in(&exp1), running_in(&exp2));
+    assert!(run1.is_disjoint(&run2));
+    let all = pods
+        .list(&ListParams::default().labels(OWNED))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 32);
+    let running: Vec<Pod> = all
+        .items
+        .iter()
+        .filter(|p| phase(p) == "Running")
+        .cloned()
+        .collect();
+    assert_eq!(names(&running), &run1 | &run2);
+    let of = |nodes: &BTreeSet<String>| -> BTreeSet<String> {
+        names(
+            &all.items
+                .iter()
+                .filter(|p| nodes.contains(p.spec.as_ref().unwrap().node_name.as_deref().unwrap()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (pods1, pods2) = (of(&nodes1), of(&nodes2));
+    assert_eq!((pods1.len(), pods2.len()), (16, 16));
+    assert!(run2.is_subset(&pods2));
+    let mut shared_ns: BTreeSet<&str> =
+        pods2.iter().map(|p| p.split('/').next().unwrap()).collect();
+    shared_ns.retain(|ns| ns.starts_with("team-"));
+    assert!(
+        !shared_ns.is_empty(),
+        "the second kube-sim uses the first one's namespaces"
+    );
+
+    // A third whose range overlaps the second's is refused, and leaves the others alone.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args([
+            "--apiserver-addr",
+            "127.0.0.1:0",
+            "--first-node",
+            "33",
+            "--nodes",
+            "2",
+        ])
+        .args(["--kubelet-port", &support::kubelet_port().to_string()])
+        .args(common)
+        .arg("--external-apiserver")
+        .arg(api.path("kube-sim-external.kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "node node-00034 belongs to another kube-sim (kube-sim.io/instance=node-00033)"
+        ),
+        "{err}"
+    );
+    let listed = nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&listed.items), &nodes1 | &nodes2);
+    let still = pods
+        .list(&ListParams::default().labels(OWNED))
+        .await
+        .unwrap();
+    assert_eq!(names(&still.items), &pods1 | &pods2);
+
+    // The first stops: its nodes and pods go, the second's all stay, and so do the
+    // namespaces they are in (handed over to the second).
+    let (status, stderr) = first.terminate();
+    assert!(status.success(), "{stderr}");
+    let listed = nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&listed.items), nodes2);
+    let left = pods
+        .list(&ListParams::default().labels(OWNED))
+        .await
+        .unwrap();
+    assert_eq!(names(&left.items), pods2);
+    for ns in &shared_ns {
+        let n = namespaces.get(ns).await.unwrap();
+        assert_eq!(n.status.unwrap().phase.as_deref(), Some("Active"), "{ns}");
+        assert_eq!(
+            n.metadata.labels.unwrap()["kube-sim.io/instance"],
+            "node-00033"
+        );
+    }
+    assert_eq!(running_in(&second.expected().await), run2);
+
+    // The last one out deletes them.
+    let (status, stderr) = second.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        pods.list(&ListParams::default().labels(OWNED))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    for ns in &shared_ns {
+        assert!(namespaces.get_opt(ns).await.unwrap().is_none(), "{ns}");
+    }
+}

@@ -386,7 +386,12 @@ pub const EXTERNAL_RULES: &[Rule] = &[
         &["nodes/status", "pods/status"],
     ),
     rule(&["create"], &[""], &["pods/binding"]),
-    rule(&["create", "delete", "get", "list"], &[""], &["namespaces"]),
+    // patch: a namespace another kube-sim still uses is handed over to it, not deleted.
+    rule(
+        &["create", "delete", "get", "list", "patch"],
+        &[""],
+        &["namespaces"],
+    ),
     rule(
         &[
             "create",

@@ -17,7 +17,10 @@
 //!   finished the same way; a node someone deletes is removed from the simulation;
 //! - namespaces the cluster lacks are created, and deleted again at the end;
 //! - on SIGINT/SIGTERM everything it created is deleted; at start, what a previous run left
-//!   (anything labelled `kube-sim.io/owned=true`) is deleted first.
+//!   (anything labelled `kube-sim.io/owned=true` and this instance's
+//!   `kube-sim.io/instance=<first node>`) is deleted first. Several kube-sims with disjoint
+//!   node ranges (`--first-node`) share a cluster: each touches only its instance's objects,
+//!   and a namespace another one still uses is handed over to it instead of deleted.
 //!
 //! Objects are adapted to a real cluster's admission and controllers: no `ownerReferences`
 //! (the garbage collector would delete pods whose owners do not exist), no
@@ -51,6 +54,10 @@ use crate::pki::ClientCaBundle;
 /// The label on everything kube-sim creates in an external cluster.
 pub const OWNED_LABEL: &str = "kube-sim.io/owned";
 const OWNED_SELECTOR: &str = "kube-sim.io/owned=true";
+/// Which kube-sim created an object: the name of its first node (`--first-node`), so that
+/// several kube-sims with disjoint node ranges share one cluster and each cleans up only
+/// its own objects.
+pub const INSTANCE_LABEL: &str = "kube-sim.io/instance";
 const LEASE_NAMESPACE: &str = "kube-node-lease";
 const PP: PostParams = PostParams {
     dry_run: false,
@@ -88,6 +95,14 @@ pub enum ExternalError {
         "{kind} {name} exists in the cluster without the label {OWNED_LABEL}=true: kube-sim will not touch objects it did not create"
     )]
     Foreign { kind: &'static str, name: String },
+    #[error(
+        "{kind} {name} belongs to another kube-sim ({INSTANCE_LABEL}={instance}): give each kube-sim its own node range (--first-node)"
+    )]
+    OtherInstance {
+        kind: &'static str,
+        name: String,
+        instance: String,
+    },
     #[error("{0} still exists after 120 s")]
     Stuck(String),
 }
@@ -103,6 +118,8 @@ pub struct ExternalOptions {
     pub lease_duration_seconds: i32,
     /// How often each node re-posts its status heartbeat.
     pub status_report_interval: Duration,
+    /// This kube-sim's `kube-sim.io/instance` label value (the name of its first node).
+    pub instance: String,
 }
 
 impl Default for ExternalOptions {
@@ -112,6 +129,7 @@ impl Default for ExternalOptions {
             lease_renew_interval: Duration::from_secs(10),
             lease_duration_seconds: 40,
             status_report_interval: Duration::from_secs(300),
+            instance: "node-00001".into(),
         }
     }
 }
@@ -220,11 +238,12 @@ fn micro_now() -> MicroTime {
 }
 
 /// Object metadata as a client sends it for a create: the server sets uids, versions and
-/// timestamps; owner references point at objects this cluster does not have.
-fn owned_meta(meta: &mut ObjectMeta) {
-    meta.labels
-        .get_or_insert_with(Default::default)
-        .insert(OWNED_LABEL.into(), "true".into());
+/// timestamps; owner references point at objects this cluster does not have. Labelled as
+/// kube-sim's, of `instance`.
+fn owned_meta(meta: &mut ObjectMeta, instance: &str) {
+    let labels = meta.labels.get_or_insert_with(Default::default);
+    labels.insert(OWNED_LABEL.into(), "true".into());
+    labels.insert(INSTANCE_LABEL.into(), instance.into());
     meta.uid = None;
     meta.resource_version = None;
     meta.creation_timestamp = None;
@@ -236,9 +255,9 @@ fn owned_meta(meta: &mut ObjectMeta) {
 }
 
 /// A pod as its controller would create it in this cluster: unbound, no status.
-fn pod_for_create(pod: &Pod) -> Pod {
+fn pod_for_create(pod: &Pod, instance: &str) -> Pod {
     let mut p = pod.clone();
-    owned_meta(&mut p.metadata);
+    owned_meta(&mut p.metadata, instance);
     if let Some(spec) = p.spec.as_mut() {
         spec.node_name = None;
         spec.priority = None;
@@ -297,6 +316,15 @@ impl External {
         }
     }
 
+    /// The label selector of what this kube-sim (its instance) created.
+    fn own_labels(&self) -> String {
+        format!("{OWNED_SELECTOR},{INSTANCE_LABEL}={}", self.opts.instance)
+    }
+
+    fn own_selector(&self) -> ListParams {
+        ListParams::default().labels(&self.own_labels())
+    }
+
     fn created(&self) -> std::sync::MutexGuard<'_, Created> {
         self.created
             .lock()
@@ -334,7 +362,7 @@ impl External {
     /// Deletes what a previous run left behind (anything labelled `kube-sim.io/owned=true`)
     /// and waits until it is gone. Returns how many objects it deleted.
     pub async fn clean_leftovers(&self) -> Result<usize, ExternalError> {
-        let lp = ListParams::default().labels(OWNED_SELECTOR);
+        let lp = self.own_selector();
         let pods: Api<Pod> = Api::all(self.client.clone());
         let leftover_pods = self
             .call(|| pods.list(&lp))
@@ -384,7 +412,7 @@ impl External {
         namespaces: &BTreeSet<String>,
         own_namespaces: &[Namespace],
     ) -> Result<(), ExternalError> {
-        let lp = ListParams::default().labels(OWNED_SELECTOR);
+        let lp = self.own_selector();
         // Grace 0: the kubelets are kube-sim's, and they are stopping.
         let now = DeleteParams::default().grace_period(0);
         for ns in namespaces {
@@ -407,8 +435,31 @@ impl External {
             .map_err(api_err("deleting kube-sim's nodes"))?;
         let nss: Api<Namespace> = Api::all(self.client.clone());
         let graceful = DeleteParams::default();
+        let any_kube_sim = ListParams::default().labels(OWNED_SELECTOR);
         for ns in own_namespaces {
             let name = ns.metadata.name.clone().unwrap_or_default();
+            // Another kube-sim's pods may live in a namespace this one created: hand the
+            // namespace over to that kube-sim (the last one out deletes it).
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &name);
+            let others = self
+                .call(|| pods.list(&any_kube_sim))
+                .await
+                .map(|l| l.items)
+                .or_else(|e| ignore_missing(e).map(|()| Vec::new()))
+                .map_err(api_err(format!("listing kube-sim pods in {name}")))?;
+            let heir = others.iter().find_map(|p| {
+                let instance = p.metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
+                (*instance != self.opts.instance).then(|| instance.clone())
+            });
+            if let Some(heir) = heir {
+                let relabel = Patch::Merge(json!({"metadata": {"labels": {INSTANCE_LABEL: heir}}}));
+                self.call(|| nss.patch(&name, &PATCH, &relabel))
+                    .await
+                    .map(|_| ())
+                    .or_else(ignore_missing)
+                    .map_err(api_err(format!("handing namespace {name} over to {heir}")))?;
+                continue;
+            }
             self.call(|| nss.delete(&name, &graceful))
                 .await
                 .map(|_| ())
@@ -443,15 +494,23 @@ impl External {
         }
     }
 
-    /// Deletes everything this run created (SIGINT/SIGTERM).
+    /// Deletes everything this run created (SIGINT/SIGTERM), and the namespaces another
+    /// kube-sim handed over to it.
     pub async fn clean_up(&self) -> Result<(), ExternalError> {
-        let (mut namespaces, own): (BTreeSet<String>, Vec<String>) = {
+        let (mut namespaces, mut own): (BTreeSet<String>, BTreeSet<String>) = {
             let c = self.created();
             (
                 c.pods.keys().map(|(ns, _)| ns.clone()).collect(),
                 c.namespaces.iter().cloned().collect(),
             )
         };
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        let lp = self.own_selector();
+        let labelled = self
+            .call(|| nss.list(&lp))
+            .await
+            .map_err(api_err("listing kube-sim's namespaces"))?;
+        own.extend(labelled.items.into_iter().filter_map(|n| n.metadata.name));
         namespaces.extend(own.iter().cloned());
         let own: Vec<Namespace> = own
             .into_iter()
@@ -490,7 +549,7 @@ impl External {
                 metadata: ns.metadata.clone(),
                 ..Default::default()
             };
-            owned_meta(&mut new.metadata);
+            owned_meta(&mut new.metadata, &self.opts.instance);
             self.call(|| nss.create(&PP, &new))
                 .await
                 .map_err(api_err(format!("creating namespace {name}")))?;
@@ -550,7 +609,7 @@ impl External {
         let name = node.metadata.name.clone().unwrap_or_default();
         let nodes: Api<Node> = Api::all(self.client.clone());
         let mut new = node.clone();
-        owned_meta(&mut new.metadata);
+        owned_meta(&mut new.metadata, &self.opts.instance);
         // A cloud's node controller would delete a node whose provider ID it does not know,
         // and a node IPAM controller allocates pod CIDRs itself.
         if let Some(spec) = new.spec.as_mut() {
@@ -566,14 +625,20 @@ impl External {
                     .call(|| nodes.get(&name))
                     .await
                     .map_err(api_err(format!("reading node {name}")))?;
-                let ours = existing
-                    .metadata
-                    .labels
-                    .as_ref()
+                let labels = existing.metadata.labels.as_ref();
+                let ours = labels
                     .and_then(|l| l.get(OWNED_LABEL))
                     .is_some_and(|v| v == "true");
                 if !ours {
                     return Err(ExternalError::Foreign { kind: "node", name });
+                }
+                let instance = labels.and_then(|l| l.get(INSTANCE_LABEL));
+                if instance != Some(&self.opts.instance) {
+                    return Err(ExternalError::OtherInstance {
+                        kind: "node",
+                        name,
+                        instance: instance.cloned().unwrap_or_default(),
+                    });
                 }
                 existing
             }
@@ -588,7 +653,13 @@ impl External {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(LEASE_NAMESPACE.into()),
-                labels: Some([(OWNED_LABEL.to_string(), "true".to_string())].into()),
+                labels: Some(
+                    [
+                        (OWNED_LABEL.to_string(), "true".to_string()),
+                        (INSTANCE_LABEL.to_string(), self.opts.instance.clone()),
+                    ]
+                    .into(),
+                ),
                 owner_references: Some(vec![OwnerReference {
                     api_version: "v1".into(),
                     kind: "Node".into(),
@@ -651,7 +722,7 @@ impl External {
             .pods
             .contains_key(&(ns.clone(), name.clone()));
         if !known {
-            let new = pod_for_create(&pod);
+            let new = pod_for_create(&pod, &self.opts.instance);
             let created = match self.call(|| pods.create(&PP, &new)).await {
                 Ok(p) => p,
                 Err(e) if code(&e) == Some(409) => self
@@ -853,7 +924,7 @@ impl External {
     ) {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let cfg = watcher::Config::default().labels(OWNED_SELECTOR);
+        let cfg = watcher::Config::default().labels(&self.own_labels());
         let pod_events = watcher(pods, cfg.clone()).map_ok(Watched::Pod);
         let node_events = watcher(nodes, cfg).map_ok(Watched::Node);
         let mut events = futures::stream::select(pod_events, node_events).boxed();
@@ -962,12 +1033,12 @@ mod tests {
             "status": {"phase": "Running"}
         }))
         .unwrap();
-        let p = pod_for_create(&pod);
+        let p = pod_for_create(&pod, "node-00001");
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(
             v["metadata"],
             json!({"name": "web-1", "namespace": "team-a",
-            "labels": {"app": "web", "kube-sim.io/owned": "true"}})
+            "labels": {"app": "web", "kube-sim.io/owned": "true", "kube-sim.io/instance": "node-00001"}})
         );
         assert_eq!(
             v["spec"],

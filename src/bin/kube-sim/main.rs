@@ -79,6 +79,11 @@ struct Args {
     /// Number of nodes (each gets a kubelet on 127.1.x.y).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Index of the first node: the nodes are node-<N+1> … on the matching 127.1.x.y
+    /// addresses, so several kube-sims (with the same --seed and --pods-per-node) can put
+    /// disjoint node ranges into one cluster (--external-apiserver).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    first_node: usize,
     #[arg(long, default_value_t = 10)]
     pods_per_node: usize,
     #[arg(long, default_value_t = 2)]
@@ -179,7 +184,7 @@ enum StartError {
     Kubelet(#[from] kubelet::KubeletError),
     #[error("--fault names node {0:?}, which does not exist")]
     FaultNode(String),
-    #[error("--nodes {0} is more than kube-sim supports ({max})", max = model::MAX_NODES)]
+    #[error("--first-node plus --nodes is {0}, more than kube-sim supports ({max})", max = model::MAX_NODES)]
     TooManyNodes(usize),
     #[error("invalid --{flag}: {reason}")]
     Flag { flag: &'static str, reason: String },
@@ -257,8 +262,10 @@ async fn shutdown_signal() {
 
 async fn run(args: Args) -> Result<(), StartError> {
     let started = Instant::now();
-    if args.nodes > model::MAX_NODES {
-        return Err(StartError::TooManyNodes(args.nodes));
+    if args.first_node.saturating_add(args.nodes) > model::MAX_NODES {
+        return Err(StartError::TooManyNodes(
+            args.first_node.saturating_add(args.nodes),
+        ));
     }
     for (flag, v) in [
         ("churn-per-minute", args.churn_per_minute),
@@ -310,6 +317,7 @@ async fn run(args: Args) -> Result<(), StartError> {
     let model = Arc::new(Model::new(
         SimParams {
             nodes: args.nodes,
+            first_node: args.first_node,
             pods_per_node: args.pods_per_node,
             containers_per_pod: args.containers_per_pod,
             seed: args.seed,
@@ -530,6 +538,7 @@ async fn run_external(args: Args, setup: Setup, kubeconfig: PathBuf) -> Result<(
             lease_renew_interval: args.node_lease_renew_interval,
             lease_duration_seconds: args.node_lease_duration_seconds,
             status_report_interval: args.node_status_report_frequency,
+            instance: model::node_name(args.first_node),
         },
     ));
     let cleaned = ext.clean_leftovers().await?;

@@ -71,6 +71,16 @@ pub struct Workload {
     pub sidecars: &'static [ContainerTemplate],
 }
 
+/// The `app` label (and Deployment name) of a workload's Deployment `instance`: the
+/// workload's app for instance 0, `<app>-<instance>` for the others.
+pub fn app_name(workload: &Workload, instance: u32) -> std::borrow::Cow<'static, str> {
+    if instance == 0 {
+        std::borrow::Cow::Borrowed(workload.app)
+    } else {
+        std::borrow::Cow::Owned(format!("{}-{instance}", workload.app))
+    }
+}
+
 const fn res(cpu_m: u32, mem_mi: u32, cpu_lim_m: u32, mem_lim_mi: u32) -> Resources {
     Resources {
         cpu_request_m: cpu_m,

@@ -4,6 +4,7 @@
 //! working sets, start times, restarts, sample lags — is drawn here, once; afterwards only
 //! the dynamics change the state.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct Vocabulary {
     pub template_hashes: Vec<String>,
     /// Image → `imageID` (`repo@sha256:…`), a digest per image drawn from the seed.
     image_ids: HashMap<String, String>,
+    seed: u64,
 }
 
 impl Vocabulary {
@@ -54,6 +56,7 @@ impl Vocabulary {
                     (image, id)
                 })
                 .collect(),
+            seed,
         }
     }
 
@@ -79,6 +82,37 @@ impl Vocabulary {
             .map(String::as_str)
             .unwrap_or("")
     }
+
+    /// The pod-template-hash of the workload's Deployment `instance` (instance 0's is
+    /// `template_hash(workload)`).
+    pub fn instance_hash(&self, workload: usize, instance: u32) -> Cow<'_, str> {
+        if instance == 0 {
+            return Cow::Borrowed(self.template_hash(workload));
+        }
+        let key = workload_key(workload, instance);
+        Cow::Owned(template_hash(&mut Rng::keyed(
+            self.seed,
+            Domain::Workload,
+            key,
+        )))
+    }
+}
+
+/// Nodes per placement block: each Deployment's pods live on the nodes of one block, as a
+/// real cluster's many small Deployments each spread over some of its nodes. Blocks keep a
+/// node's pods independent of `--nodes` and Deployment sizes independent of the cluster's.
+pub const BLOCK_NODES: usize = 32;
+
+/// Average replicas of a Deployment; the sizes vary from about a fifth to twice this.
+pub const MEAN_REPLICAS: u64 = 40;
+
+/// Relative sizes of the Deployments sharing a block (drawn per Deployment).
+const SIZE_WEIGHTS: (u64, u64) = (1, 10);
+
+/// Keys a workload's Deployment `instance` in the `Workload` and `Replica` streams; instance
+/// 0 keys as the workload alone.
+pub fn workload_key(workload: usize, instance: u32) -> u64 {
+    workload as u64 | u64::from(instance) << 16
 }
 
 /// `repo@sha256:<digest>` with a digest drawn from the seed and the image name.
@@ -122,6 +156,35 @@ pub struct Generator<'a> {
 }
 
 impl Generator<'_> {
+    /// Deployments of workload `w` per block of `BLOCK_NODES` nodes: its expected pods there
+    /// over `MEAN_REPLICAS`, at least one.
+    fn deployments_per_block(&self, w: &Workload) -> u64 {
+        let total: u64 = WORKLOADS.iter().map(|w| u64::from(w.weight)).sum();
+        // The first pod of every node is kube-proxy's.
+        let pods = (BLOCK_NODES * self.pods_per_node.saturating_sub(1)) as u64;
+        let expected = pods * u64::from(w.weight);
+        ((expected + total * MEAN_REPLICAS / 2) / (total * MEAN_REPLICAS).max(1)).max(1)
+    }
+
+    /// Which Deployment of workload `wi` pod `serial` on `node` belongs to: one of the
+    /// workload's Deployments of the node's block, drawn by their sizes. Numbered per
+    /// workload across blocks, so block `b`'s are `b × per_block …`.
+    pub fn replica_set(&self, node: NodeId, wi: usize, serial: u64) -> u32 {
+        let Some(w) = WORKLOADS.get(wi).filter(|w| w.kind == Kind::Deployment) else {
+            return 0;
+        };
+        let per_block = self.deployments_per_block(w);
+        let first = (node / BLOCK_NODES) as u64 * per_block;
+        let weights = (first..first + per_block).map(|instance| {
+            let instance = u32::try_from(instance).unwrap_or(u32::MAX);
+            let key = workload_key(wi, instance);
+            let (lo, hi) = SIZE_WEIGHTS;
+            u32::try_from(Rng::keyed(self.seed, Domain::Replica, key).between(lo, hi)).unwrap_or(1)
+        });
+        let pick = Rng::keyed(self.seed, Domain::Replica, serial | 1 << 63).weighted(weights);
+        u32::try_from(first + pick as u64).unwrap_or(u32::MAX)
+    }
+
     /// Node `id` with its pods. `fresh` nodes booted a few seconds ago and registered at
     /// `now_ms`; others have been up for hours to weeks. Pod serials come from
     /// `next_serial`.
@@ -237,12 +300,14 @@ impl Generator<'_> {
         };
         let lag_ms = lag(&mut rng);
 
-        let mut name = String::with_capacity(w.app.len() + 20);
-        name.push_str(w.app);
+        let instance = self.replica_set(node.id, wi, serial);
+        let app = catalog::app_name(w, instance);
+        let mut name = String::with_capacity(app.len() + 20);
+        name.push_str(&app);
         name.push('-');
         match w.kind {
             Kind::Deployment => {
-                name.push_str(self.vocab.template_hash(wi));
+                name.push_str(&self.vocab.instance_hash(wi, instance));
                 name.push('-');
             }
             Kind::CronJob => {
@@ -269,6 +334,7 @@ impl Generator<'_> {
             name: Arc::from(name),
             ns: catalog::namespace_index(w.namespace).unwrap_or(0),
             workload: u16::try_from(wi).unwrap_or(0),
+            instance,
             serial,
             phase,
             ip,

@@ -56,12 +56,16 @@ use objects::PodView;
 use seed::{Domain, Rng};
 use state::NodeTable;
 
-pub use state::MAX_NODES;
+pub use state::{MAX_NODES, node_name};
 
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct SimParams {
     pub nodes: usize,
+    /// Id of the first node (`--first-node`): ids below it are holes, and the initial pods'
+    /// serials start at `first_node × pods_per_node`, so node i and its pods are the same as
+    /// in one kube-sim holding all the nodes.
+    pub first_node: usize,
     pub pods_per_node: usize,
     pub containers_per_pod: usize,
     pub seed: u64,
@@ -206,7 +210,7 @@ impl Model {
         let vocab = Vocabulary::new(params.seed, params.containers_per_pod);
         let nodes = NodeTable::new();
         let mut registry = Registry {
-            next_serial: 0,
+            next_serial: (params.first_node * params.pods_per_node) as u64,
             op_seq: 0,
             pods: vec![HashMap::new(); catalog::NAMESPACES.len()],
             live: Vec::with_capacity(params.nodes),
@@ -219,7 +223,12 @@ impl Model {
                 containers_per_pod: params.containers_per_pod,
                 vocab: &vocab,
             };
-            for id in 0..params.nodes.min(MAX_NODES) {
+            nodes.skip_to(params.first_node);
+            let last = params
+                .first_node
+                .saturating_add(params.nodes)
+                .min(MAX_NODES);
+            for id in params.first_node.min(last)..last {
                 let node = generator.node(id, now_ms, false, &mut registry.next_serial);
                 earliest = earliest.min(node.created_ms);
                 registry.index(&node);
@@ -227,6 +236,12 @@ impl Model {
                     registry.live.push(id);
                 }
             }
+        }
+        // Pods created at run time by a kube-sim whose nodes start further on get serials of
+        // their own, far above every initial pod's, so kube-sims sharing a cluster never make
+        // the same pod name (the one starting at node 0 keeps the serials after its nodes').
+        if params.first_node > 0 {
+            registry.next_serial = registry.next_serial.max((params.first_node as u64) << 32);
         }
         Model {
             params,

@@ -299,10 +299,12 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
     let creating = view == PodView::Scheduled;
 
     // Metadata: labels and owner as the controller that made the pod sets them.
-    let hash = vocab.template_hash(wi);
+    let hash = vocab.instance_hash(wi, pod.instance);
+    let hash = &*hash;
+    let app = pod.app();
     let (generate_name, owner_kind, owner_api, owner_name) = match w.kind {
         Kind::Deployment => {
-            let rs = format!("{}-{hash}", w.app);
+            let rs = format!("{app}-{hash}");
             (format!("{rs}-"), "ReplicaSet", "apps/v1", rs)
         }
         Kind::DaemonSet => (
@@ -325,10 +327,10 @@ pub fn pod(seed: u64, vocab: &Vocabulary, node: &NodeState, pod: &PodState, view
             let run = owner_name.rsplit('-').next().unwrap_or("0");
             seed::mix(run.parse::<u64>().unwrap_or(0)) & 0x00FF_FFFF_FFFF_FFFF
         }
-        _ => wi as u64,
+        _ => generate::workload_key(wi, pod.instance),
     };
     let owner_uid = uid(seed, key::OWNER | owner_key);
-    let mut pod_labels = labels([("app", w.app), ("team", w.team), ("tier", w.tier)]);
+    let mut pod_labels = labels([("app", &*app), ("team", w.team), ("tier", w.tier)]);
     let mut add = |k: &str, v: &str| {
         pod_labels.insert(k.to_owned(), v.to_owned());
     };

@@ -22,6 +22,8 @@ pub enum Domain {
     Op = 4,
     Suffix = 5,
     Uid = 6,
+    /// Which Deployment of its workload a pod joins, and the Deployments' relative sizes.
+    Replica = 7,
 }
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -84,6 +84,9 @@ pub struct PodState {
     pub ns: NsIdx,
     /// Index into `catalog::WORKLOADS`.
     pub workload: u16,
+    /// Which of the workload's Deployments the pod belongs to (0 for DaemonSet and CronJob
+    /// pods); see `generate::Generator::replica_set`.
+    pub instance: u32,
     /// Unique serial number: keys the pod's random stream, uid and name suffix.
     pub serial: u64,
     pub phase: Phase,
@@ -104,6 +107,11 @@ impl PodState {
         catalog::WORKLOADS
             .get(usize::from(self.workload))
             .unwrap_or(&catalog::WORKLOADS[catalog::KUBE_PROXY])
+    }
+
+    /// The `app` label: the workload's app, suffixed `-N` for its Deployment N > 0.
+    pub fn app(&self) -> std::borrow::Cow<'static, str> {
+        catalog::app_name(self.workload(), self.instance)
     }
 
     pub fn running(&self) -> bool {
@@ -365,6 +373,14 @@ impl NodeTable {
         *slot.write().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(node));
         self.len.store(id + 1, Ordering::Release);
         Some(id)
+    }
+
+    /// Makes ids below `first` holes (a model whose nodes start at `first`). Only before
+    /// the first push; chunks of holes are never allocated.
+    pub fn skip_to(&self, first: NodeId) {
+        if self.len() < first {
+            self.len.store(first.min(MAX_NODES), Ordering::Release);
+        }
     }
 
     /// Takes a node out, leaving its id as a hole.

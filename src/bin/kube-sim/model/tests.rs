@@ -20,6 +20,7 @@ fn at(ms: i64) -> SystemTime {
 fn params(nodes: usize, pods: usize, containers: usize, seed: u64) -> SimParams {
     SimParams {
         nodes,
+        first_node: 0,
         pods_per_node: pods,
         containers_per_pod: containers,
         seed,
@@ -1070,6 +1071,97 @@ fn objects_carry_what_clients_need() {
         name.starts_with(&format!("{app}-{hash}-")) && name.len() == app.len() + hash.len() + 7,
         "{name}"
     );
+}
+
+/// Deployments are many and small, as in a real cluster (an HPA's selector matches tens of
+/// pods), whatever the cluster's size; each one's pods share app, hash and owner, and no two
+/// share a selector.
+#[test]
+fn deployments_are_many_and_small() {
+    for (nodes, pods) in [(256, 30), (96, 110)] {
+        let m = model(nodes, pods, 1, 11);
+        // (namespace, app) → (ReplicaSet, pod-template-hash, owner uid, pods).
+        let mut sets: BTreeMap<(String, String), (String, String, String, usize)> = BTreeMap::new();
+        for p in m.pod_objects() {
+            let labels = p.metadata.labels.as_ref().unwrap();
+            let Some(hash) = labels.get("pod-template-hash") else {
+                continue;
+            };
+            let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+            assert_eq!(owner.kind, "ReplicaSet");
+            let app = &labels["app"];
+            assert_eq!(owner.name, format!("{app}-{hash}"));
+            let name = p.metadata.name.as_deref().unwrap();
+            assert!(name.starts_with(&format!("{}-", owner.name)), "{name}");
+            let ns = p.metadata.namespace.clone().unwrap();
+            let e = sets
+                .entry((ns, app.clone()))
+                .or_insert_with(|| (owner.name.clone(), hash.clone(), owner.uid.clone(), 0));
+            assert_eq!(
+                (&e.0, &e.1, &e.2),
+                (&owner.name, hash, &owner.uid),
+                "{name}"
+            );
+            e.3 += 1;
+        }
+        let sizes: Vec<usize> = sets.values().map(|s| s.3).collect();
+        let total: usize = sizes.iter().sum();
+        let mean = total / sizes.len();
+        let max = *sizes.iter().max().unwrap();
+        assert!((25..=60).contains(&mean), "{nodes}x{pods}: mean {mean}");
+        assert!(max <= 200, "{nodes}x{pods}: largest {max}");
+        // Sizes vary: the largest is at least twice the median.
+        let mut sorted = sizes.clone();
+        sorted.sort_unstable();
+        assert!(max >= 2 * sorted[sorted.len() / 2], "{sorted:?}");
+        // Distinct ReplicaSets, hashes and owners.
+        let distinct = |f: fn(&(String, String, String, usize)) -> &String| {
+            sets.values()
+                .map(f)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        };
+        assert_eq!(distinct(|s| &s.0), sets.len());
+        assert_eq!(distinct(|s| &s.2), sets.len());
+        assert!(distinct(|s| &s.1) * 10 >= sets.len() * 9);
+    }
+}
+
+/// A model starting at node 32 (`--first-node 32`) holds exactly nodes 32.. of one model
+/// holding them all: same names, addresses, pods and pages; runtime-created pods get names
+/// of their own.
+#[test]
+fn first_node_offsets_the_range() {
+    let all = model(34, 8, 2, 4);
+    let tail = Model::new(
+        SimParams {
+            first_node: 32,
+            ..params(2, 8, 2, 4)
+        },
+        at(T0),
+    );
+    assert_eq!(tail.node_ids(), vec![32, 33]);
+    for id in [32, 33] {
+        assert_eq!(tail.node_name(id), all.node_name(id));
+        assert_eq!(page(&tail, id, T0 + 15_000), page(&all, id, T0 + 15_000));
+        assert_eq!(
+            serde_json::to_string(&tail.pod_objects_on_node(id)).unwrap(),
+            serde_json::to_string(&all.pod_objects_on_node(id)).unwrap()
+        );
+    }
+    assert_eq!(tail.node_name(0), None);
+    let created = |m: &Model| -> Vec<String> {
+        m.create_pods(3, at(T0 + 1_000))
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::UpsertPod(p) => p.metadata.name,
+                _ => None,
+            })
+            .collect()
+    };
+    let (a, b) = (created(&all), created(&tail));
+    assert!(!a.is_empty() && !b.is_empty());
+    assert!(a.iter().all(|n| !b.contains(n)), "{a:?} {b:?}");
 }
 
 #[test]
