@@ -115,6 +115,26 @@ pub struct StoreStats {
     pub containers: usize,
 }
 
+/// Everything the store holds, whatever its state: each count follows the live cluster's size
+/// (nodes, Running pods and their containers) and must not grow with churn. For leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreEntries {
+    /// Node slots (points, usage, the kubelet page).
+    pub nodes: usize,
+    /// Pod entries, served or not.
+    pub pods: usize,
+    /// Container states in those pod entries.
+    pub containers: usize,
+    /// Per-node scrape health records.
+    pub health: usize,
+    /// Pod keys in the nodes' last-page lists.
+    pub node_pod_keys: usize,
+    /// Interned namespaces and container names, including those not yet swept.
+    pub names: usize,
+    /// Interned names some entry still uses.
+    pub names_in_use: usize,
+}
+
 type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeSlot>, FastState>>;
 type PodShard = RwLock<HashMap<PodKey, PodEntry, FastState>>;
 type HealthShard = RwLock<HashMap<Arc<str>, NodeHealth, FastState>>;
@@ -763,6 +783,27 @@ impl Store {
             || self.pods_with_prev.load(Ordering::Relaxed) > 0
     }
 
+    /// Counts every entry the store holds (takes each shard's lock in turn: for tests and
+    /// diagnostics, not for hot paths).
+    pub fn entries(&self) -> StoreEntries {
+        let mut e = StoreEntries::default();
+        for shard in self.nodes.iter() {
+            let slots: Vec<Arc<NodeSlot>> = read(shard).values().cloned().collect();
+            e.nodes += slots.len();
+            for slot in slots {
+                e.node_pod_keys += lock(&slot.state).pods.len();
+            }
+        }
+        for shard in self.pods.iter() {
+            let shard = read(shard);
+            e.pods += shard.len();
+            e.containers += shard.values().map(|p| p.containers.len()).sum::<usize>();
+        }
+        e.health = self.health.iter().map(|s| read(s).len()).sum();
+        (e.names, e.names_in_use) = self.names.counts();
+        e
+    }
+
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             nodes: self.nodes_with_prev.load(Ordering::Relaxed),
@@ -864,6 +905,19 @@ impl Interner {
                 })
                 .collect(),
         }
+    }
+
+    /// (entries, entries some other owner still holds).
+    fn counts(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(all, used), shard| {
+            let shard = lock(shard);
+            let in_use = shard
+                .set
+                .iter()
+                .filter(|a| Arc::strong_count(a) > 1)
+                .count();
+            (all + shard.set.len(), used + in_use)
+        })
     }
 
     fn intern(&self, s: &str) -> Arc<str> {

@@ -1062,21 +1062,8 @@ async fn the_pipeline_follows_kube_sim_through_faults_and_removals() {
         args.extend(["--fault", f.as_str()]);
     }
     let sim = support::KubeSim::start(&args);
-    let kubeconfig = sim.path("metrics-bridge.kubeconfig");
-    let options = metrics_bridge::options::Options::from_args([
-        "metrics-bridge".to_owned(),
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--kubelet-port={}", sim.kubelet_port),
-        "--kubelet-preferred-address-types=InternalIP".to_owned(),
-        "--kubelet-request-timeout=1s".to_owned(),
-        "--metric-resolution=15s".to_owned(),
-    ])
-    .unwrap();
-    let kube = server::kube_config(Some(&kubeconfig)).await.unwrap();
-    let client = kube::Client::try_from(kube.clone()).unwrap();
-    let c = server::Components::new(options.metric_resolution);
-    let watchers = server::spawn_watchers(client, &options, &c);
-    support::eventually("both caches to sync", || c.synced()).await;
+    let pipeline = support::Pipeline::start(&sim, &["--kubelet-request-timeout=1s"]).await;
+    let c = &pipeline.c;
     assert_eq!(c.cluster.node_count(), 10);
     let expected = sim.expected().await;
     assert_eq!(
@@ -1087,11 +1074,11 @@ async fn the_pipeline_follows_kube_sim_through_faults_and_removals() {
 
     // Two scrapes a second apart give every healthy node and pod a rate; each faulty kubelet
     // fails on its own, for its own reason.
-    let scraper = server::build_scraper(&options, &kube, &c).unwrap();
+    let scraper = pipeline.scraper();
     assert_eq!(scraper.tick().await.succeeded, 2);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(scraper.tick().await.succeeded, 2);
-    assert!(check_against_expected(&sim, &c, faulty).await > 0);
+    assert!(check_against_expected(&sim, c, faulty).await > 0);
     for (node, kind, reason) in FAULTS {
         let e = c.scrape_stats.node(node).unwrap().last_error().unwrap();
         assert_eq!(e.reason, reason, "{node} ({kind}): {}", e.message);
@@ -1174,7 +1161,7 @@ async fn the_pipeline_follows_kube_sim_through_faults_and_removals() {
 
     // The API serves what is left.
     let resp = tower::ServiceExt::oneshot(
-        server::app(&c),
+        server::app(c),
         http::Request::get("/apis/metrics.k8s.io/v1beta1/nodes")
             .body(Body::empty())
             .unwrap(),
@@ -1194,9 +1181,6 @@ async fn the_pipeline_follows_kube_sim_through_faults_and_removals() {
         .map(|n| n["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["node-00003", "node-00010"]);
-    for w in watchers {
-        w.abort();
-    }
 }
 
 /// The sockets this process holds connected to `port` on 127.1.0.0/16 (kube-sim's kubelets):
@@ -1234,28 +1218,15 @@ fn sockets_to_kubelets(port: u16) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_fewer_idle_connections_than_nodes_every_node_is_scraped_and_reconnects_resume() {
-    use metrics_bridge::server;
     const NODES: usize = 12;
     const BUDGET: usize = 4;
     let sim = support::KubeSim::start(&["--nodes", "12", "--pods-per-node", "3"]);
-    let kubeconfig = sim.path("metrics-bridge.kubeconfig");
-    let options = metrics_bridge::options::Options::from_args([
-        "metrics-bridge".to_owned(),
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--kubelet-port={}", sim.kubelet_port),
-        "--kubelet-preferred-address-types=InternalIP".to_owned(),
-        format!("--kubelet-max-idle-connections={BUDGET}"),
-        "--metric-resolution=15s".to_owned(),
-    ])
-    .unwrap();
-    assert_eq!(options.kubelet.max_idle_connections, BUDGET);
-    let kube = server::kube_config(Some(&kubeconfig)).await.unwrap();
-    let client = kube::Client::try_from(kube.clone()).unwrap();
-    let c = server::Components::new(options.metric_resolution);
-    let watchers = server::spawn_watchers(client, &options, &c);
-    support::eventually("both caches to sync", || c.synced()).await;
+    let budget = format!("--kubelet-max-idle-connections={BUDGET}");
+    let pipeline = support::Pipeline::start(&sim, &[&budget]).await;
+    let c = &pipeline.c;
+    assert_eq!(pipeline.options.kubelet.max_idle_connections, BUDGET);
     assert_eq!(c.cluster.node_count(), NODES);
-    let scraper = server::build_scraper(&options, &kube, &c).unwrap();
+    let scraper = pipeline.scraper();
     let budget_held = |what: &str| {
         let stats = scraper.pool_stats();
         assert_eq!(stats.budget, BUDGET);
@@ -1308,9 +1279,6 @@ async fn with_fewer_idle_connections_than_nodes_every_node_is_scraped_and_reconn
         .await;
         before = now;
     }
-    assert!(check_against_expected(&sim, &c, |_| false).await > 0);
+    assert!(check_against_expected(&sim, c, |_| false).await > 0);
     assert_eq!(c.scrape_stats.totals().requests_failed, 0);
-    for w in watchers {
-        w.abort();
-    }
 }

@@ -167,6 +167,15 @@ impl LabelIndex {
     pub fn namespaces(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
+
+    /// How many pods the entries hold, stale snapshots included (for leak checks: at most the
+    /// pods of the namespaces asked about, as they were at their last query).
+    pub fn held_pods(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).values().map(|e| e.pods.len()).sum::<usize>())
+            .sum()
+    }
 }
 
 #[cfg(test)]

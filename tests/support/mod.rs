@@ -410,3 +410,55 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// metrics-bridge's pipeline in this process against `sim`: its options (`extra` added to the
+/// flags every such test needs), the kube client config, the components and their running
+/// watchers, synced.
+pub struct Pipeline {
+    pub options: metrics_bridge::options::Options,
+    pub kube: kube::Config,
+    pub c: metrics_bridge::server::Components,
+    pub watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    pub async fn start(sim: &KubeSim, extra: &[&str]) -> Pipeline {
+        use metrics_bridge::server;
+        let kubeconfig = sim.path("metrics-bridge.kubeconfig");
+        let args = [
+            "metrics-bridge".to_owned(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--kubelet-port={}", sim.kubelet_port),
+            "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            "--metric-resolution=15s".to_owned(),
+        ];
+        let options = metrics_bridge::options::Options::from_args(
+            args.into_iter()
+                .chain(extra.iter().map(|a| (*a).to_owned())),
+        )
+        .unwrap();
+        let kube = server::kube_config(Some(&kubeconfig)).await.unwrap();
+        let client = kube::Client::try_from(kube.clone()).unwrap();
+        let c = server::Components::new(options.metric_resolution);
+        let watchers = server::spawn_watchers(client, &options, &c);
+        eventually("both caches to sync", || c.synced()).await;
+        Pipeline {
+            options,
+            kube,
+            c,
+            watchers,
+        }
+    }
+
+    pub fn scraper(&self) -> metrics_bridge::scrape::Scraper {
+        metrics_bridge::server::build_scraper(&self.options, &self.kube, &self.c).unwrap()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for w in &self.watchers {
+            w.abort();
+        }
+    }
+}
