@@ -473,21 +473,48 @@ impl ApplyEvents<PodMeta> for PodSync {
 }
 
 /// Runs a watch forever, feeding `sync`; errors are logged and retried with backoff.
-async fn run_watch<K, S>(api: Api<K>, config: watcher::Config, mut sync: S)
+async fn run_watch<K, S>(api: Api<K>, mut config: watcher::Config, mut sync: S)
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     K: Send + 'static,
     S: ApplyEvents<K>,
 {
-    let stream = watcher::watcher(api, config).default_backoff();
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => sync.apply(event),
-            Err(e) => tracing::warn!(error = %e, "{} watch failed; retrying with backoff", S::WHAT),
+    loop {
+        let stream = watcher::watcher(api.clone(), config.clone()).default_backoff();
+        futures::pin_mut!(stream);
+        let mut restart = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => sync.apply(event),
+                Err(e) if config.page_size.is_some() && continue_expired(&e) => {
+                    // A paginated list slower than the API server's history (a large cluster
+                    // under churn) restarts forever: each attempt expires like the last. As
+                    // client-go's pager does (FullListIfExpired), list in one request instead.
+                    tracing::warn!(
+                        error = %e,
+                        "the {} list outlived its continue token; listing without pagination from now on",
+                        S::WHAT
+                    );
+                    config.page_size = None;
+                    restart = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "{} watch failed; retrying with backoff", S::WHAT)
+                }
+            }
+        }
+        if !restart {
+            break;
         }
     }
     tracing::error!("the {} watch ended unexpectedly", S::WHAT);
+}
+
+/// Whether a watcher error is a paginated list's continue token expiring (410 Expired).
+fn continue_expired(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(status))
+        if status.code == 410 && status.reason == "Expired")
 }
 
 /// Watches Nodes (matching `selector`) forever, feeding `sync`.
@@ -513,6 +540,21 @@ pub async fn watch_pods(client: kube::Client, sync: PodSync) {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn only_an_expired_continue_token_switches_off_pagination() {
+        let list_error = |code: u16, reason: &str| {
+            watcher::Error::InitialListFailed(kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                reason: reason.to_owned(),
+                ..Default::default()
+            })))
+        };
+        assert!(continue_expired(&list_error(410, "Expired")));
+        assert!(!continue_expired(&list_error(410, "Gone")));
+        assert!(!continue_expired(&list_error(500, "Expired")));
+        assert!(!continue_expired(&list_error(403, "Forbidden")));
+    }
 
     #[test]
     fn quantities_round_up_like_kubernetes() {
