@@ -2,9 +2,12 @@
 //!
 //! Target: ≤ 2 µs per container. Prints µs/container for a 30-pod × 2-container node and a
 //! 110-pod × 3-container node, in steady state (same pods every scrape, the common case) and
-//! for a node seen for the first time (every pod and name allocated).
+//! for a node seen for the first time (every pod and name allocated). The headline figure is
+//! printed with a same-run reference: the same pages kept as metrics-server keeps them (maps
+//! rebuilt every scrape), and the ratio.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -104,11 +107,57 @@ fn first_sight(c: &mut Criterion, pods: usize, containers: usize) {
     group.finish();
 }
 
-/// A plain timing loop for the headline figure, printed as µs per container.
+/// The same-run reference for the headline figure: the store as metrics-server keeps it
+/// (`pkg/storage/pod.go`), rebuilt every scrape: a new map from each pod's (namespace, name)
+/// to its containers' last and previous points, filled from the page and the old map, with
+/// the names owned by the map. Same rate arithmetic, no usage kept for the API.
+#[derive(Default)]
+struct RebuiltMaps {
+    pods: PodMap,
+}
+
+/// (namespace, pod) → [(container, last, previous)].
+type PodMap = HashMap<(Box<str>, Box<str>), Vec<(Box<str>, Point, Option<Point>)>>;
+
+impl RebuiltMaps {
+    fn ingest(&mut self, page: &Page<'_>) -> u64 {
+        let mut fresh: PodMap = HashMap::with_capacity(self.pods.len());
+        let mut rate_sum = 0u64;
+        for group in page.pods() {
+            let Some(first) = group.first() else { continue };
+            let key: (Box<str>, Box<str>) =
+                (first.namespace.as_ref().into(), first.pod.as_ref().into());
+            let old = self.pods.get(&key);
+            let containers = group
+                .iter()
+                .map(|cp| {
+                    let prev = old
+                        .and_then(|o| o.iter().find(|(name, ..)| **name == *cp.container))
+                        .map(|(_, last, _)| *last)
+                        .filter(|last| last.timestamp_ns < cp.point.timestamp_ns);
+                    if let Some(prev) = prev {
+                        let dt = (cp.point.timestamp_ns - prev.timestamp_ns) as f64 / 1e9;
+                        rate_sum +=
+                            (cp.point.cpu_ns.saturating_sub(prev.cpu_ns) as f64 / dt) as u64;
+                    }
+                    (cp.container.as_ref().into(), cp.point, prev)
+                })
+                .collect();
+            fresh.insert(key, containers);
+        }
+        self.pods = fresh;
+        rate_sum
+    }
+}
+
+/// A plain timing loop for the headline figure, printed as µs per container, with the
+/// same-run reference ([`RebuiltMaps`]) and the ratio.
 fn report(pods: usize, containers: usize) {
     let store = Store::new(Duration::from_secs(15));
     let mut p = page(0, pods, containers);
     store.ingest("n", &p);
+    let mut reference = RebuiltMaps::default();
+    reference.ingest(&p);
     let rounds = 200_000 / pods;
     let start = Instant::now();
     for _ in 0..rounds {
@@ -116,15 +165,66 @@ fn report(pods: usize, containers: usize) {
         store.ingest("n", black_box(&p));
     }
     let per = start.elapsed().as_secs_f64() * 1e6 / (rounds * pods * containers) as f64;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        advance(&mut p);
+        black_box(reference.ingest(black_box(&p)));
+    }
+    let reference_per = start.elapsed().as_secs_f64() * 1e6 / (rounds * pods * containers) as f64;
     let stats = store.stats();
     println!(
         "store ingest steady state, {pods} pods x {containers} containers: {per:.3} µs/container \
-         (target <= 2 µs); stored {} containers with rates",
-        stats.containers
+         (target <= 2 µs); stored {} containers with rates; reference (maps rebuilt per scrape, \
+         as metrics-server): {reference_per:.3} µs/container, {:.2}x",
+        stats.containers,
+        reference_per / per
     );
 }
 
+/// Steady-state ingest at cluster scale: 5,000 nodes × 30 pods × 2 containers (150,000 pods
+/// in the store), every node ingested in turn as a tick does, so each ingest finds the store's
+/// entries cold in cache as it does in production. CPU time of the thread, best of 3 ticks.
+fn report_at_scale() {
+    const NODES: usize = 5_000;
+    let store = Store::new(Duration::from_secs(15));
+    let names: Vec<String> = (0..NODES).map(|n| format!("node-{n:05}")).collect();
+    let mut pages: Vec<Page<'static>> = (0..NODES).map(|n| page(n, 30, 2)).collect();
+    for (name, p) in names.iter().zip(&mut pages) {
+        store.ingest(name, p);
+        advance(p);
+        store.ingest(name, p);
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        for p in &mut pages {
+            advance(p);
+        }
+        let cpu = thread_cpu();
+        for (name, p) in names.iter().zip(&pages) {
+            store.ingest(name, black_box(p));
+        }
+        best = best.min(thread_cpu() - cpu);
+    }
+    println!(
+        "store ingest at scale, one tick of {NODES} nodes x 30 pods x 2 containers ({} pods stored): \
+         {:.3} µs/container, {:.1} ms per tick (CPU, best of 3)",
+        store.stats().pods,
+        best.as_secs_f64() * 1e6 / (NODES * 30 * 2) as f64,
+        best.as_secs_f64() * 1e3
+    );
+}
+
+/// CPU time of the calling thread, from the kernel's scheduler statistics.
+fn thread_cpu() -> Duration {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
 fn benches(c: &mut Criterion) {
+    report_at_scale();
     for (pods, containers) in [(30, 2), (110, 3)] {
         steady(c, pods, containers);
         first_sight(c, pods, containers);

@@ -30,8 +30,10 @@
 //!
 //! Concurrency: nodes are sharded by name and pods by `(namespace, name)`; an ingest locks one
 //! node (its own mutex) and one pod shard at a time, so scrapes of different nodes proceed in
-//! parallel and API reads only ever take a shard's read lock for a lookup. Rates are computed at
-//! ingest, so reads are lookups. In steady state (same pods, same containers) an ingest
+//! parallel and API reads only ever take a shard's read lock for a lookup. Each pod shard is
+//! ordered by `(namespace, name)`, the order the API lists pods in, so a list joins its pods
+//! with their usage by walking the shards forward ([`Store::pod_usages_sorted`]) rather than
+//! by one hash probe per pod. Rates are computed at ingest, so reads are lookups. In steady state (same pods, same containers) an ingest
 //! allocates nothing: points and usages are updated in place.
 //!
 //! Two deliberate differences from metrics-server, both where its behaviour is an accident:
@@ -42,9 +44,12 @@
 //!   it with no containers and a zero timestamp).
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet};
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, HashMap, HashSet, btree_map};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::iter::Peekable;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -136,11 +141,15 @@ pub struct StoreEntries {
 }
 
 type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeSlot>, FastState>>;
-type PodShard = RwLock<HashMap<PodKey, PodEntry, FastState>>;
+/// Each pod shard keeps its pods in `(namespace, name)` order, the order the metrics API
+/// lists them in, so a list joins its pods with their usage by walking each shard forward
+/// (see [`Store::pod_usages_sorted`]) instead of one hash probe per pod.
+type PodShard = RwLock<BTreeMap<PodKey, PodEntry>>;
 type HealthShard = RwLock<HashMap<Arc<str>, NodeHealth, FastState>>;
 
-/// A seeded multiply-xor string hash. API lists look up every pod by `(namespace, name)`;
-/// SipHash (computed once for the shard and once in the map) was a fifth of `top pod -A`.
+/// A seeded multiply-xor string hash, which picks the shard of every pod an ingest or an API
+/// list names (SipHash, computed for the shard and again in the map, was a fifth of
+/// `top pod -A` when the pods were hash maps).
 /// The seed is random per process, so bucket placement cannot be predicted from outside;
 /// names come from the cluster's own pods, whose authors could exhaust the cluster far more
 /// directly than through hash collisions.
@@ -306,6 +315,21 @@ impl PartialEq for dyn PodRef + '_ {
 
 impl Eq for dyn PodRef + '_ {}
 
+/// `(namespace, name)` order, as [`PodKey`]'s derived order and the cluster's pod listing.
+impl Ord for dyn PodRef + '_ {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.namespace()
+            .cmp(other.namespace())
+            .then_with(|| self.name().cmp(other.name()))
+    }
+}
+
+impl PartialOrd for dyn PodRef + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Hash for PodKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (self as &dyn PodRef).hash(state);
@@ -453,7 +477,11 @@ impl Store {
     }
 
     fn pod_shard(&self, key: &dyn PodRef) -> &PodShard {
-        &self.pods[(self.hasher.hash_one(key) >> 58) as usize % SHARDS]
+        &self.pods[self.pod_shard_index(key)]
+    }
+
+    fn pod_shard_index(&self, key: &dyn PodRef) -> usize {
+        (self.hasher.hash_one(key) >> 58) as usize % SHARDS
     }
 
     fn node_slot(&self, node: &str) -> Arc<NodeSlot> {
@@ -775,6 +803,60 @@ impl Store {
             .get(key)
             .and_then(|e| e.usage.as_deref())
             .map(f)
+    }
+
+    /// The usage of many pods, given in `(namespace, name)` order (the order the cluster lists
+    /// them in), appended to `out` in the same order: `None` for a pod without usage.
+    ///
+    /// This is how a list reads the store: instead of a hash probe per pod (several dependent
+    /// cache misses each), every shard is walked forward from the first pod that falls in it,
+    /// so the whole list costs one ordered pass over the entries it names. Every shard's read
+    /// lock is held for the walk and nothing else (callers pass a bounded batch and encode
+    /// after the call), so ingests wait at most one batch's walk. A pod given out of order is
+    /// still answered, by a lookup.
+    pub fn pod_usages_sorted<'p>(
+        &self,
+        pods: impl IntoIterator<Item = (&'p str, &'p str)>,
+        out: &mut Vec<Option<Arc<PodUsage>>>,
+    ) {
+        let shards: Vec<_> = self.pods.iter().map(read).collect();
+        let mut cursors: [Option<Peekable<btree_map::Range<'_, PodKey, PodEntry>>>; SHARDS] =
+            std::array::from_fn(|_| None);
+        let mut previous: Option<(&str, &str)> = None;
+        for pod in pods {
+            let key: &dyn PodRef = &pod;
+            let index = self.pod_shard_index(key);
+            let (Some(shard), Some(cursor)) = (shards.get(index), cursors.get_mut(index)) else {
+                out.push(None);
+                continue;
+            };
+            let in_order = previous.is_none_or(|p| (&p as &dyn PodRef) <= key);
+            previous = Some(pod);
+            if !in_order {
+                out.push(shard.get(key).and_then(|e| e.usage.clone()));
+                continue;
+            }
+            let cursor = cursor.get_or_insert_with(|| {
+                shard
+                    .range::<dyn PodRef, _>((Bound::Included(key), Bound::Unbounded))
+                    .peekable()
+            });
+            let mut found = None;
+            while let Some((stored, entry)) = cursor.peek() {
+                match (*stored as &dyn PodRef).cmp(key) {
+                    CmpOrdering::Less => {
+                        cursor.next();
+                    }
+                    CmpOrdering::Equal => {
+                        // Not consumed: the same pod given twice is found twice.
+                        found = entry.usage.clone();
+                        break;
+                    }
+                    CmpOrdering::Greater => break,
+                }
+            }
+            out.push(found);
+        }
     }
 
     /// metrics-server's `metric-storage-ready`: true once any rate can be served.
@@ -1400,6 +1482,75 @@ mod tests {
             "no reader held it: updated in place"
         );
         assert_eq!(after.containers[0].cpu_nanocores, 100_000_000);
+    }
+
+    #[test]
+    fn sorted_join_answers_as_point_lookups_do() {
+        let s = store();
+        // 3 namespaces × 200 pods spread over the shards, all served except `ns-1/p-050`,
+        // which is not in the store at all; `ns-1/p-1xx-single` have one point only.
+        let names: Vec<(String, String)> = (0..3)
+            .flat_map(|n| (0..200).map(move |p| (format!("ns-{n}"), format!("p-{p:03}"))))
+            .filter(|(ns, p)| !(ns == "ns-1" && p == "p-050"))
+            .collect();
+        let singles: Vec<String> = (100..120).map(|p| format!("p-{p}-single")).collect();
+        let pg = |ts: i64, cpu: u64| {
+            page(
+                None,
+                names
+                    .iter()
+                    .map(|(ns, p)| cp(ns, p, "c", point(ts, cpu, 7, OLD)))
+                    .collect(),
+            )
+        };
+        s.ingest("n", &pg(T0, S as u64));
+        s.ingest("n", &pg(T0 + 10 * S, 2 * S as u64));
+        s.ingest(
+            "m",
+            &page(
+                None,
+                singles
+                    .iter()
+                    .map(|p| cp("ns-1", p, "c", point(T0, S as u64, 7, OLD)))
+                    .collect(),
+            ),
+        );
+        let own = |ns: &str, p: &str| (ns.to_string(), p.to_string());
+        let mut listed: Vec<(String, String)> = (0..3)
+            .flat_map(|n| (0..200).map(move |p| (format!("ns-{n}"), format!("p-{p:03}"))))
+            .chain(singles.iter().map(|p| own("ns-1", p)))
+            // Pods the store never saw, before, between and after its entries; a pod twice.
+            .chain([
+                own("a", "first"),
+                own("ns-1", "p-099x"),
+                own("ns-1", "p-099x"),
+                own("ns-1", "p-100"),
+                own("zz", "last"),
+            ])
+            .collect();
+        listed.sort_unstable();
+        // One out of order.
+        listed.push(own("ns-0", "p-001"));
+        let wanted: Vec<(&str, &str)> = listed
+            .iter()
+            .map(|(ns, p)| (ns.as_str(), p.as_str()))
+            .collect();
+        let mut joined = Vec::new();
+        s.pod_usages_sorted(wanted.iter().copied(), &mut joined);
+        let expected: Vec<Option<Arc<PodUsage>>> =
+            wanted.iter().map(|(ns, p)| s.pod_usage(ns, p)).collect();
+        assert_eq!(joined, expected);
+        // 599 pods served, `ns-1/p-100` twice and `ns-0/p-001` again at the end.
+        assert_eq!(joined.iter().flatten().count(), 599 + 2);
+        assert_eq!(joined.len(), 600 + 20 + 5 + 1);
+        assert_eq!(
+            joined
+                .last()
+                .cloned()
+                .flatten()
+                .map(|u| u.containers[0].cpu_nanocores),
+            Some(100_000_000)
+        );
     }
 
     #[test]
