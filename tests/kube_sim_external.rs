@@ -82,6 +82,14 @@ fn phase(p: &Pod) -> &str {
         .unwrap_or("")
 }
 
+/// Whether `api` lists nothing with `params`.
+async fn none_listed<K>(api: &Api<K>, params: ListParams) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&params).await.unwrap().items.is_empty()
+}
+
 #[tokio::test]
 async fn nodes_and_pods_in_another_control_plane() {
     let api = KubeSim::start(&["--nodes", "0"]);
@@ -490,29 +498,9 @@ async fn nodes_and_pods_in_another_control_plane() {
     // SIGTERM: everything the external kube-sim created goes.
     let (status, stderr) = sim.terminate();
     assert!(status.success(), "exit {status:?}: {stderr}");
-    assert!(
-        nodes
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        pods.list(&ListParams::default().labels(OWNED))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        leases
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(none_listed(&nodes, ListParams::default()).await);
+    assert!(none_listed(&pods, ListParams::default().labels(OWNED)).await);
+    assert!(none_listed(&leases, ListParams::default()).await);
     until("team-delta deleted again", || async {
         namespaces.get_opt("team-delta").await.unwrap().is_none()
     })
@@ -911,21 +899,8 @@ async fn kube_sims_with_disjoint_node_ranges_share_one_cluster() {
     // The last one out deletes them.
     let (status, stderr) = second.terminate();
     assert!(status.success(), "{stderr}");
-    assert!(
-        nodes
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        pods.list(&ListParams::default().labels(OWNED))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(none_listed(&nodes, ListParams::default()).await);
+    assert!(none_listed(&pods, ListParams::default().labels(OWNED)).await);
     for ns in &shared_ns {
         assert!(namespaces.get_opt(ns).await.unwrap().is_none(), "{ns}");
     }

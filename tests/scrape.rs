@@ -378,6 +378,15 @@ fn static_token() -> TokenSource {
     TokenSource::Static(http::HeaderValue::from_static("Bearer secret-token"))
 }
 
+/// The usual kubelet auth of these tests: trust `ca`, send the static token.
+fn token_auth(ca: &Ca) -> KubeletAuth {
+    KubeletAuth {
+        trust: trusting(ca),
+        identity: None,
+        token: static_token(),
+    }
+}
+
 /// Asserts the store serves the node and both its pods with exactly the simulated rates.
 fn assert_served(store: &Store, node: &str) {
     let usage = store
@@ -501,14 +510,7 @@ async fn failing_kubelets_are_missing_counted_and_explained_while_the_rest_are_s
         10250,
     ));
 
-    let rig = rig(
-        cluster,
-        KubeletAuth {
-            trust: trusting(&ca),
-            identity: None,
-            token: static_token(),
-        },
-    );
+    let rig = rig(cluster, token_auth(&ca));
 
     let first = rig.scraper.tick().await;
     assert_eq!((first.nodes, first.succeeded), (12, 3));
@@ -701,14 +703,7 @@ async fn a_recovered_node_is_served_again_and_a_deleted_node_leaves_no_trace() {
         vec![(NodeAddressType::InternalIP, ip.to_string())],
         refused_port,
     ));
-    let rig = rig(
-        cluster,
-        KubeletAuth {
-            trust: trusting(&ca),
-            identity: None,
-            token: static_token(),
-        },
-    );
+    let rig = rig(cluster, token_auth(&ca));
     rig.scraper.tick().await;
     assert_eq!(last_error(&rig.stats, "n1").0, FailureReason::Connect);
 
@@ -932,14 +927,7 @@ async fn a_connection_closed_before_the_answer_is_retried_once() {
         vec![(NodeAddressType::InternalIP, ip(2).to_string())],
         always.port(),
     ));
-    let rig = rig(
-        cluster,
-        KubeletAuth {
-            trust: trusting(&ca),
-            identity: None,
-            token: static_token(),
-        },
-    );
+    let rig = rig(cluster, token_auth(&ca));
     rig.scraper.tick().await;
     rig.scraper.tick().await;
 
