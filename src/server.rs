@@ -14,7 +14,8 @@
 //!    with a clear status instead of "connection refused", `/readyz` keeps the Service from
 //!    routing to us until we can answer, and nothing is ever served from a half-filled cache;
 //! 4. start scraping once the node cache has synced (an empty first tick would only delay the
-//!    first two points).
+//!    first two points). Scraping and the watchers run on a runtime of their own, so that a
+//!    tick's decoding never queues ahead of an API request (see [`scraping_runtime`]).
 //!
 //! Shutdown (SIGTERM or SIGINT): the `shutdown` readiness check fails first, then the listener
 //! closes and in-flight requests finish, then the scraper and watchers stop.
@@ -80,6 +81,11 @@ pub enum ServerError {
     },
     #[error("the secure port failed: {source}")]
     Serve {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the scraping runtime: {source}")]
+    Runtime {
         #[source]
         source: std::io::Error,
     },
@@ -245,8 +251,10 @@ pub async fn kube_config(path: Option<&Path>) -> Result<kube::Config, ServerErro
     }
 }
 
-/// Starts the node and pod watchers; removals reach the store and the scrape stats at once.
+/// Starts the node and pod watchers on `runtime`; removals reach the store and the scrape
+/// stats at once.
 pub fn spawn_watchers(
+    runtime: &tokio::runtime::Handle,
     client: kube::Client,
     options: &Options,
     c: &Components,
@@ -266,12 +274,12 @@ pub fn spawn_watchers(
         Arc::new(move |ns: &str, name: &str| store.remove_pod(ns, name)),
     );
     vec![
-        tokio::spawn(crate::cluster::watch::watch_nodes(
+        runtime.spawn(crate::cluster::watch::watch_nodes(
             client.clone(),
             options.cluster.node_selector.clone(),
             nodes,
         )),
-        tokio::spawn(crate::cluster::watch::watch_pods(client, pods)),
+        runtime.spawn(crate::cluster::watch::watch_pods(client, pods)),
     ]
 }
 
@@ -394,6 +402,40 @@ pub async fn serve(
     served.map_err(|source| ServerError::Serve { source })
 }
 
+/// The runtime that scrapes and watches, apart from the one that serves. A tick decodes
+/// thousands of kubelet pages back to back; on one runtime an API request waits in the run
+/// queue behind every scrape task that became ready before it (at 5,000 nodes on one core the
+/// HPA query's p99 was 650 ms at 280 req/s). On threads of their own, at a lower priority
+/// ([`SCRAPE_NICENESS`]), the kernel runs a request's thread as soon as it wakes. As many
+/// workers as CPUs, like the serving runtime: either may use every core when the other is idle.
+fn scraping_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("scrape")
+        .on_thread_start(lower_thread_priority)
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Runtime { source })
+}
+
+/// How much nicer than the process the scraping threads run. At +10 a busy scraping thread
+/// has a tenth of a serving thread's CPU weight, so a request that arrives mid-tick is served
+/// within a scheduler slice instead of waiting out the decoding; a tick uses what the API
+/// leaves, which is nearly everything (a tick takes about a tenth of a core at 5,000 nodes).
+pub const SCRAPE_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority by [`SCRAPE_NICENESS`] (Linux applies
+/// `setpriority(PRIO_PROCESS, tid)` to the one thread). Raising niceness needs no privilege;
+/// should it fail anyway, scraping runs at the process's priority and the reason is logged.
+fn lower_thread_priority() {
+    let tid = rustix::thread::gettid();
+    let lowered = rustix::process::getpriority_process(Some(tid)).and_then(|nice| {
+        rustix::process::setpriority_process(Some(tid), (nice + SCRAPE_NICENESS).min(19))
+    });
+    if let Err(e) = lowered {
+        tracing::debug!(error = %e, "cannot lower a scraping thread's priority");
+    }
+}
+
 /// How long in-flight requests may take to finish after the listener closes (k8s.io/apiserver's
 /// default `ShutdownTimeout`).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -415,9 +457,10 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let watchers = spawn_watchers(client, &options, &c);
+    let scraping_rt = scraping_runtime()?;
+    let watchers = spawn_watchers(scraping_rt.handle(), client, &options, &c);
     let auth_tasks = auth.spawn(stop_rx.clone());
-    let scraping = tokio::spawn(run_scraper(
+    let scraping = scraping_rt.spawn(run_scraper(
         scraper,
         Arc::clone(&c.cluster),
         flagged(stop_rx.clone()),
@@ -454,6 +497,9 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
     for w in watchers.into_iter().chain(auth_tasks) {
         w.abort();
     }
+    // Dropping a runtime blocks until its tasks end, which async code must not do; what is
+    // left there (idle connections, aborted watchers) needs no waiting for.
+    scraping_rt.shutdown_background();
     match served {
         Ok(result) => result,
         Err(join) => Err(ServerError::Serve {
@@ -503,6 +549,28 @@ mod tests {
         assert_eq!(get_status(&app, "/livez").await, (200, None));
         assert_eq!(get_status(&app, "/readyz").await.0, 500, "no metrics yet");
         assert_eq!(get_status(&app, "/nope").await.0, 404);
+    }
+
+    /// The scraping runtime's workers and blocking threads run SCRAPE_NICENESS nicer than the
+    /// thread that built it (capped at 19), and the serving side keeps its priority.
+    #[test]
+    fn scraping_threads_run_nicer_than_serving_ones() {
+        let nice_of_this_thread =
+            || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let serving = nice_of_this_thread();
+        let rt = scraping_runtime().unwrap();
+        let worker = rt.block_on(async {
+            tokio::spawn(async move { nice_of_this_thread() })
+                .await
+                .unwrap()
+        });
+        let blocking = rt
+            .block_on(tokio::task::spawn_blocking(nice_of_this_thread))
+            .unwrap();
+        let want = (serving + SCRAPE_NICENESS).min(19);
+        assert_eq!((worker, blocking), (want, want));
+        assert_eq!(nice_of_this_thread(), serving);
+        rt.shutdown_background();
     }
 
     #[tokio::test]

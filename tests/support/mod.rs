@@ -440,7 +440,8 @@ impl Pipeline {
         let kube = server::kube_config(Some(&kubeconfig)).await.unwrap();
         let client = kube::Client::try_from(kube.clone()).unwrap();
         let c = server::Components::new(options.metric_resolution);
-        let watchers = server::spawn_watchers(client, &options, &c);
+        let watchers =
+            server::spawn_watchers(&tokio::runtime::Handle::current(), client, &options, &c);
         eventually("both caches to sync", || c.synced()).await;
         Pipeline {
             options,
