@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 use metrics_bridge::api::encode::{self, Ctx, Shape};
 use metrics_bridge::api::{ApiVersion, list_pods};
 use metrics_bridge::selector::{FieldSelector, LabelSelector};
+use metrics_bridge::store::JOIN_BATCH;
 use tower::ServiceExt;
 
 const HPA_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
@@ -307,7 +308,8 @@ fn json_reference(state: &metrics_bridge::api::ApiState) {
 
 /// Where `top pod -A`'s time goes besides encoding: joining the cluster's pods, in
 /// (namespace, name) order, with their usage in the store. Printed for the join the API uses
-/// (one ordered walk of the store per batch, `Store::pod_usages_sorted`) against the
+/// (one ordered walk of the store per batch, `Store::join_sorted`, taking each usage as the
+/// streamed list does) against the
 /// same-run reference of one hash probe per pod (`Store::with_pod_usage`, what the list did
 /// before), each a hash probe into a table of 150,000 entries. Best of 5.
 fn store_lookups(state: &metrics_bridge::api::ApiState) {
@@ -316,7 +318,7 @@ fn store_lookups(state: &metrics_bridge::api::ApiState) {
         .cluster
         .for_each_pod(None, |p| pods.push(std::sync::Arc::clone(p)));
     let (mut probe, mut walk) = (Duration::MAX, Duration::MAX);
-    let mut usages = Vec::with_capacity(1_024);
+    let mut usages = Vec::with_capacity(JOIN_BATCH);
     for _ in 0..5 {
         let cpu = process_cpu();
         let mut found = 0usize;
@@ -331,11 +333,13 @@ fn store_lookups(state: &metrics_bridge::api::ApiState) {
 
         let cpu = process_cpu();
         let mut walked = 0usize;
-        for batch in pods.chunks(1_024) {
+        for batch in pods.chunks(JOIN_BATCH) {
             usages.clear();
-            state
-                .store
-                .pod_usages_sorted(batch.iter().map(|p| (&*p.namespace, &*p.name)), &mut usages);
+            state.store.join_sorted(
+                batch,
+                |p| p.key(),
+                |_, served| usages.push(served.map(|s| std::sync::Arc::clone(s.usage))),
+            );
             walked += usages
                 .iter()
                 .flatten()

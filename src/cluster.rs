@@ -124,6 +124,13 @@ pub struct PodInfo {
     pub labels: LabelSet,
 }
 
+impl PodInfo {
+    /// `(namespace, name)`: what the pod is known by, and the order pods are listed in.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
 type NamespacePods = BTreeMap<Box<str>, Arc<PodInfo>>;
 type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeInfo>>>;
 type PodShard = RwLock<HashMap<Arc<str>, NamespacePods>>;

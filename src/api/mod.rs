@@ -37,7 +37,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use crate::cluster::{ClusterState, PodInfo};
 use crate::selector::{FieldSelector, LabelSelector, Operator};
 use crate::status::Status;
-use crate::store::{PodUsage, Store};
+use crate::store::{JOIN_BATCH, PodUsage, Store};
 
 pub use discovery::VersionInfo;
 pub use encode::ApiVersion;
@@ -447,7 +447,7 @@ const CHUNK: usize = 1 << 20;
 /// A pod list in JSON, written straight from the cluster state and the store with no
 /// per-pod allocation, in pieces of about [`CHUNK`] bytes cut between items
 /// (`top pod -A` over a large cluster). The matching pods are joined with their usage
-/// [`JOIN_BATCH`] at a time by one ordered walk of the store (no hash probe per pod), and
+/// [`JOIN_BATCH`] at a time by the store's ordered join (no hash probe per pod), and
 /// encoded after the store's locks are released.
 fn stream_pods_json(
     state: &ApiState,
@@ -482,18 +482,15 @@ fn stream_pods_json(
     writer.chunks
 }
 
-/// How many pods a list joins with the store at a time: large enough that taking every
-/// store shard's read lock is paid rarely, small enough that ingests wait little.
-const JOIN_BATCH: usize = 1_024;
-
 /// Appends to `usages` the usage of each of `pods` (in the cluster's order), `None` where
-/// there is none: one ordered walk of the store for a batch, point lookups for a few pods.
+/// there is none, by the store's ordered join ([`Store::join_sorted`]). Only the usage is
+/// taken under the store's locks; the caller encodes after they are released.
 fn join_usages(store: &Store, pods: &[Arc<PodInfo>], usages: &mut Vec<Option<Arc<PodUsage>>>) {
-    if pods.len() < 64 {
-        usages.extend(pods.iter().map(|p| store.pod_usage(&p.namespace, &p.name)));
-    } else {
-        store.pod_usages_sorted(pods.iter().map(|p| (&*p.namespace, &*p.name)), usages);
-    }
+    store.join_sorted(
+        pods,
+        |p| p.key(),
+        |_, served| usages.push(served.map(|s| Arc::clone(s.usage))),
+    );
 }
 
 /// The state of [`stream_pods_json`]: the pieces written so far and the batch of matching
@@ -810,9 +807,7 @@ pub fn list_pods(
         _ => state.cluster.for_each_pod(namespace, keep),
     }
     let mut usages = Vec::with_capacity(pods.len());
-    for batch in pods.chunks(JOIN_BATCH) {
-        join_usages(&state.store, batch, &mut usages);
-    }
+    join_usages(&state.store, &pods, &mut usages);
     pods.into_iter()
         .zip(usages)
         .filter_map(|(p, usage)| Some((p, usage?)))

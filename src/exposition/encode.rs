@@ -20,8 +20,8 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::cluster::ClusterState;
-use crate::store::{ContainerUsage, NodeHealth, PodUsage, Store, Usage};
+use crate::cluster::{ClusterState, PodInfo};
+use crate::store::{ContainerUsage, JOIN_BATCH, NodeHealth, PodUsage, Store, Usage};
 
 use super::labels::{self, LabelsAllowlist};
 use super::page::{
@@ -201,25 +201,43 @@ impl Snapshot {
                 }
             })
             .collect();
+        let mut listed = Vec::with_capacity(JOIN_BATCH);
+        let mut served = Vec::with_capacity(JOIN_BATCH);
         let mut pods = Vec::new();
+        // Joined with the store a batch at a time by its ordered walk; the labels are
+        // rendered after the store's locks are released.
+        let mut flush = |listed: &mut Vec<Arc<PodInfo>>| {
+            store.join_sorted(
+                listed.as_slice(),
+                |p| p.key(),
+                |_, s| {
+                    served.push(s.map(|s| (Arc::clone(s.node), Arc::clone(s.usage))));
+                },
+            );
+            for (pod, s) in listed.drain(..).zip(served.drain(..)) {
+                let Some((node, usage)) = s else { continue };
+                let start = arena.len();
+                push_label(&mut arena, "namespace", &pod.namespace);
+                arena.push(b',');
+                push_label(&mut arena, "pod", &pod.name);
+                arena.push(b',');
+                push_label(&mut arena, "node", &node);
+                let labels = start..arena.len();
+                labels::render(&allow.pods, &pod.labels, &mut scratch, &mut arena);
+                pods.push(PodRow {
+                    join: labels.end..arena.len(),
+                    labels,
+                    usage,
+                });
+            }
+        };
         cluster.for_each_pod(None, |pod| {
-            let Some((node, usage)) = store.pod_usage_on_node(&pod.namespace, &pod.name) else {
-                return;
-            };
-            let start = arena.len();
-            push_label(&mut arena, "namespace", &pod.namespace);
-            arena.push(b',');
-            push_label(&mut arena, "pod", &pod.name);
-            arena.push(b',');
-            push_label(&mut arena, "node", &node);
-            let labels = start..arena.len();
-            labels::render(&allow.pods, &pod.labels, &mut scratch, &mut arena);
-            pods.push(PodRow {
-                join: labels.end..arena.len(),
-                labels,
-                usage,
-            });
+            listed.push(Arc::clone(pod));
+            if listed.len() >= JOIN_BATCH {
+                flush(&mut listed);
+            }
         });
+        flush(&mut listed);
         Snapshot {
             nodes,
             pods,

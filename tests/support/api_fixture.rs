@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,8 +242,10 @@ pub fn large_cluster(namespaces: usize, pods_per_ns: usize, apps: usize) -> ApiS
             })
         })
         .collect();
+    // One shared namespace string per namespace, as the pod watcher interns them.
+    let mut shared: HashMap<&str, Arc<str>> = HashMap::new();
     for (ns, pod, app) in &names {
-        cluster.upsert_pod(pod_info(
+        let mut info = pod_info(
             ns,
             pod,
             &[
@@ -250,7 +253,9 @@ pub fn large_cluster(namespaces: usize, pods_per_ns: usize, apps: usize) -> ApiS
                 ("pod-template-hash", "7d9c8b6f5"),
                 ("team", "payments"),
             ],
-        ));
+        );
+        info.namespace = Arc::clone(shared.entry(ns.as_str()).or_insert(info.namespace));
+        cluster.upsert_pod(info);
     }
     for (i, chunk) in names.chunks(30).enumerate() {
         let node = format!("node-{i:05}");
