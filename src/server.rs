@@ -564,9 +564,7 @@ mod tests {
                 .await
                 .unwrap()
         });
-        let blocking = rt
-            .block_on(tokio::task::spawn_blocking(nice_of_this_thread))
-            .unwrap();
+        let blocking = rt.block_on(rt.spawn_blocking(nice_of_this_thread)).unwrap();
         let want = (serving + SCRAPE_NICENESS).min(19);
         assert_eq!((worker, blocking), (want, want));
         assert_eq!(nice_of_this_thread(), serving);
