@@ -405,35 +405,18 @@ pub async fn serve(
 /// The runtime that scrapes and watches, apart from the one that serves. A tick decodes
 /// thousands of kubelet pages back to back; on one runtime an API request waits in the run
 /// queue behind every scrape task that became ready before it (at 5,000 nodes on one core the
-/// HPA query's p99 was 650 ms at 280 req/s). On threads of their own, at a lower priority
-/// ([`SCRAPE_NICENESS`]), the kernel runs a request's thread as soon as it wakes. As many
+/// HPA query's p99 was 650 ms at 280 req/s). On threads of their own, the kernel shares the
+/// CPU between serving and scraping threads fairly and a request's thread runs soon after it
+/// wakes. The scraping threads are deliberately not given a lower priority: at nice +10, an
+/// API load that kept the serving thread busy starved the scrapes of a 20,000-node cluster
+/// into timeouts, and a busy metrics API must not cost the cluster its metrics. As many
 /// workers as CPUs, like the serving runtime: either may use every core when the other is idle.
 fn scraping_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("scrape")
-        .on_thread_start(lower_thread_priority)
         .enable_all()
         .build()
         .map_err(|source| ServerError::Runtime { source })
-}
-
-/// How much nicer than the process the scraping threads run. At +10 a busy scraping thread
-/// has a tenth of a serving thread's CPU weight, so a request that arrives mid-tick is served
-/// within a scheduler slice instead of waiting out the decoding; a tick uses what the API
-/// leaves, which is nearly everything (a tick takes about a tenth of a core at 5,000 nodes).
-pub const SCRAPE_NICENESS: i32 = 10;
-
-/// Lowers the calling thread's priority by [`SCRAPE_NICENESS`] (Linux applies
-/// `setpriority(PRIO_PROCESS, tid)` to the one thread). Raising niceness needs no privilege;
-/// should it fail anyway, scraping runs at the process's priority and the reason is logged.
-fn lower_thread_priority() {
-    let tid = rustix::thread::gettid();
-    let lowered = rustix::process::getpriority_process(Some(tid)).and_then(|nice| {
-        rustix::process::setpriority_process(Some(tid), (nice + SCRAPE_NICENESS).min(19))
-    });
-    if let Err(e) = lowered {
-        tracing::debug!(error = %e, "cannot lower a scraping thread's priority");
-    }
 }
 
 /// How long in-flight requests may take to finish after the listener closes (k8s.io/apiserver's
@@ -551,23 +534,19 @@ mod tests {
         assert_eq!(get_status(&app, "/nope").await.0, 404);
     }
 
-    /// The scraping runtime's workers and blocking threads run SCRAPE_NICENESS nicer than the
-    /// thread that built it (capped at 19), and the serving side keeps its priority.
+    /// Scraping tasks run on the scraping runtime's own threads, never on the caller's.
     #[test]
-    fn scraping_threads_run_nicer_than_serving_ones() {
-        let nice_of_this_thread =
-            || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        let serving = nice_of_this_thread();
+    fn scraping_runs_on_threads_of_its_own() {
         let rt = scraping_runtime().unwrap();
-        let worker = rt.block_on(async {
-            tokio::spawn(async move { nice_of_this_thread() })
-                .await
-                .unwrap()
-        });
-        let blocking = rt.block_on(rt.spawn_blocking(nice_of_this_thread)).unwrap();
-        let want = (serving + SCRAPE_NICENESS).min(19);
-        assert_eq!((worker, blocking), (want, want));
-        assert_eq!(nice_of_this_thread(), serving);
+        let here = std::thread::current().id();
+        let (name, id) = rt
+            .block_on(rt.spawn(async {
+                let t = std::thread::current();
+                (t.name().map(str::to_owned), t.id())
+            }))
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("scrape"));
+        assert_ne!(id, here);
         rt.shutdown_background();
     }
 
