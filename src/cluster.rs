@@ -3,10 +3,13 @@
 //! Only the fields the pipeline needs are kept, because memory per node and per pod is a
 //! product feature. Reads never take a global lock: nodes are sharded by name and pods by
 //! namespace, so the HPA's "pods in one namespace" query touches one shard.
+//!
+//! Each namespace's pods carry a change generation, so that a reader holding something
+//! derived from them (the API's label index) can tell with one lookup whether it is current.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::selector::Labels;
@@ -131,7 +134,40 @@ impl PodInfo {
     }
 }
 
-type NamespacePods = BTreeMap<Box<str>, Arc<PodInfo>>;
+/// The source of every namespace's generation. One counter for all namespaces (and all
+/// [`ClusterState`]s) means a value is never handed out twice, so a namespace that is emptied,
+/// dropped and re-created cannot come back with a generation a reader has already seen. It
+/// is only taken when a pod changes, never on a read.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// One namespace's pods, in name order, and their generation. Not `Clone`: a copy would share
+/// its generation with the original while the two could change apart.
+struct NamespacePods {
+    /// Replaced under the shard's write lock by every change to `pods`.
+    generation: u64,
+    pods: BTreeMap<Box<str>, Arc<PodInfo>>,
+}
+
+impl NamespacePods {
+    fn new() -> Self {
+        Self {
+            generation: next_generation(),
+            pods: BTreeMap::new(),
+        }
+    }
+
+    /// To be called, under the shard's write lock, after every change to `pods`.
+    fn changed(&mut self) {
+        self.generation = next_generation();
+    }
+}
+
+fn next_generation() -> u64 {
+    // Readers compare generations taken under the shard locks, which order them; the counter
+    // itself only has to be unique.
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
+}
+
 type NodeShard = RwLock<HashMap<Arc<str>, Arc<NodeInfo>>>;
 type PodShard = RwLock<HashMap<Arc<str>, NamespacePods>>;
 
@@ -240,10 +276,11 @@ impl ClusterState {
     pub fn upsert_pod(&self, pod: PodInfo) {
         let shard = self.shard(&*pod.namespace);
         let mut guard = write(&self.pods[shard]);
-        guard
+        let ns = guard
             .entry(Arc::clone(&pod.namespace))
-            .or_default()
-            .insert(pod.name.clone(), Arc::new(pod));
+            .or_insert_with(NamespacePods::new);
+        ns.pods.insert(pod.name.clone(), Arc::new(pod));
+        ns.changed();
     }
 
     /// Removes a pod; returns whether it was known.
@@ -252,25 +289,30 @@ impl ClusterState {
         let Some(ns) = guard.get_mut(namespace) else {
             return false;
         };
-        let removed = ns.remove(name).is_some();
-        if ns.is_empty() {
+        if ns.pods.remove(name).is_none() {
+            return false;
+        }
+        ns.changed();
+        if ns.pods.is_empty() {
             guard.remove(namespace);
         }
-        removed
+        true
     }
 
-    /// Replaces the whole pod set (a watcher's re-list). Returns the (namespace, name) of the
-    /// pods that are gone.
+    /// Replaces the whole pod set (a watcher's re-list). Every namespace gets a new generation,
+    /// since every pod is a new object. Returns the (namespace, name) of the pods that are gone.
     pub fn replace_pods(
         &self,
         pods: impl IntoIterator<Item = PodInfo>,
     ) -> Vec<(Arc<str>, Box<str>)> {
-        let mut fresh: Vec<HashMap<Arc<str>, NamespacePods>> = vec![HashMap::new(); SHARDS];
+        let mut fresh: Vec<HashMap<Arc<str>, NamespacePods>> =
+            (0..SHARDS).map(|_| HashMap::new()).collect();
         for p in pods {
             let shard = self.shard(&*p.namespace);
             fresh[shard]
                 .entry(Arc::clone(&p.namespace))
-                .or_default()
+                .or_insert_with(NamespacePods::new)
+                .pods
                 .insert(p.name.clone(), Arc::new(p));
         }
         let mut removed = Vec::new();
@@ -280,8 +322,9 @@ impl ClusterState {
             for (ns, pods) in old {
                 let still = guard.get(&ns);
                 removed.extend(
-                    pods.into_keys()
-                        .filter(|name| still.is_none_or(|p| !p.contains_key(name)))
+                    pods.pods
+                        .into_keys()
+                        .filter(|name| still.is_none_or(|p| !p.pods.contains_key(name)))
                         .map(|name| (Arc::clone(&ns), name)),
                 );
             }
@@ -292,8 +335,26 @@ impl ClusterState {
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodInfo>> {
         read(&self.pods[self.shard(namespace)])
             .get(namespace)
-            .and_then(|ns| ns.get(name))
+            .and_then(|ns| ns.pods.get(name))
             .cloned()
+    }
+
+    /// The generation of a namespace's pods: it changes with every pod added to, replaced in
+    /// or removed from the namespace, and with nothing else. A namespace without pods is 0,
+    /// which no namespace with pods ever has. Costs one shard read lock and one lookup.
+    pub fn pods_generation(&self, namespace: &str) -> u64 {
+        read(&self.pods[self.shard(namespace)])
+            .get(namespace)
+            .map_or(0, |ns| ns.generation)
+    }
+
+    /// A namespace's pods in name order, with the [`Self::pods_generation`] they are from,
+    /// both read under one lock so they always belong together.
+    pub fn snapshot_namespace(&self, namespace: &str) -> (u64, Vec<Arc<PodInfo>>) {
+        match read(&self.pods[self.shard(namespace)]).get(namespace) {
+            Some(ns) => (ns.generation, ns.pods.values().cloned().collect()),
+            None => (0, Vec::new()),
+        }
     }
 
     /// Visits the pods of one namespace, or of all namespaces, in (namespace, name) order.
@@ -301,8 +362,8 @@ impl ClusterState {
     pub fn for_each_pod(&self, namespace: Option<&str>, mut f: impl FnMut(&Arc<PodInfo>)) {
         match namespace {
             Some(ns) => {
-                if let Some(pods) = read(&self.pods[self.shard(ns)]).get(ns) {
-                    pods.values().for_each(&mut f);
+                if let Some(ns) = read(&self.pods[self.shard(ns)]).get(ns) {
+                    ns.pods.values().for_each(&mut f);
                 }
             }
             None => {
@@ -312,8 +373,8 @@ impl ClusterState {
                 }
                 namespaces.sort_unstable();
                 for (ns, shard) in namespaces {
-                    if let Some(pods) = read(&self.pods[shard]).get(&ns) {
-                        pods.values().for_each(&mut f);
+                    if let Some(ns) = read(&self.pods[shard]).get(&ns) {
+                        ns.pods.values().for_each(&mut f);
                     }
                 }
             }
@@ -323,7 +384,7 @@ impl ClusterState {
     pub fn pod_count(&self) -> usize {
         self.pods
             .iter()
-            .map(|s| read(s).values().map(BTreeMap::len).sum::<usize>())
+            .map(|s| read(s).values().map(|ns| ns.pods.len()).sum::<usize>())
             .sum()
     }
 
@@ -372,6 +433,58 @@ mod tests {
         assert!(!state.remove_pod("b", "1"));
         assert_eq!(state.pod_count(), 4);
         assert!(state.pod("a", "9").is_some());
+    }
+
+    #[test]
+    fn the_generation_changes_with_every_pod_change_of_its_namespace_only() {
+        let state = ClusterState::new();
+        assert_eq!(state.pods_generation("ns"), 0);
+        let mut seen = vec![0];
+        let mut changed = |state: &ClusterState| {
+            let generation = state.pods_generation("ns");
+            assert!(!seen.contains(&generation), "{generation} repeats {seen:?}");
+            seen.push(generation);
+        };
+        state.upsert_pod(pod("ns", "a", "web"));
+        changed(&state);
+        state.upsert_pod(pod("ns", "b", "web"));
+        changed(&state);
+        // Relabelled, and replaced by an identical pod: both are new objects.
+        state.upsert_pod(pod("ns", "a", "db"));
+        changed(&state);
+        state.upsert_pod(pod("ns", "a", "db"));
+        changed(&state);
+        assert!(state.remove_pod("ns", "b"));
+        changed(&state);
+
+        // Other namespaces, and removals of pods that are not there, change nothing.
+        let before = state.pods_generation("ns");
+        state.upsert_pod(pod("other", "a", "web"));
+        state.upsert_pod(pod("other", "a", "db"));
+        assert!(state.remove_pod("other", "a"));
+        assert!(!state.remove_pod("ns", "b"));
+        assert!(!state.remove_pod("missing", "a"));
+        assert_eq!(state.pods_generation("ns"), before);
+        assert_eq!(state.pods_generation("other"), 0);
+
+        // Emptied: the namespace is gone, and when re-created with the same pod it does not
+        // come back with any generation it had before (nor 0).
+        assert!(state.remove_pod("ns", "a"));
+        assert_eq!(state.pods_generation("ns"), 0);
+        state.upsert_pod(pod("ns", "a", "db"));
+        changed(&state);
+
+        // A re-list renews every namespace it fills.
+        let (generation, pods) = state.snapshot_namespace("ns");
+        assert_eq!(generation, state.pods_generation("ns"));
+        assert_eq!(pods.len(), 1);
+        state.replace_pods([pod("ns", "a", "db"), pod("ns", "c", "web")]);
+        changed(&state);
+        let (generation, pods) = state.snapshot_namespace("ns");
+        assert_eq!(generation, state.pods_generation("ns"));
+        let names: Vec<&str> = pods.iter().map(|p| &*p.name).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(state.snapshot_namespace("missing"), (0, Vec::new()));
     }
 
     #[test]

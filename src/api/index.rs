@@ -6,10 +6,12 @@
 //! directly.
 //!
 //! It never serves stale data. Each namespace's entry keeps the `Arc`s of the pods it was
-//! built from, in name order; before use it is checked against the cluster state by pointer
-//! identity, which touches no pod data. Every change to a pod (a new pod, a removal, new
-//! labels) replaces its `Arc`, so any change fails the check and the entry is rebuilt.
-//! Because the entry holds those `Arc`s, an address cannot be reused while it is compared.
+//! built from, in name order, with the namespace's [`ClusterState::pods_generation`] they
+//! were read with (under one lock, so the two always belong together). Before use the entry
+//! is checked by comparing that generation with the current one: one lookup, however large
+//! the namespace. Every change to a pod of the namespace (a new pod, a removal, new labels)
+//! gives it a new generation, so any change fails the check and the entry is rebuilt; changes
+//! to other namespaces do not.
 //!
 //! Per key, the value → pods map is built on first use. Entries are sharded by namespace;
 //! those not used for [`IDLE`] are dropped when their shard next changes, so deleted
@@ -32,6 +34,8 @@ type KeyIndex = HashMap<Box<str>, Vec<u32>>;
 type Shard = Mutex<HashMap<Box<str>, Arc<NsEntry>>>;
 
 struct NsEntry {
+    /// The namespace's [`ClusterState::pods_generation`] when `pods` was read.
+    generation: u64,
     /// The namespace's pods when the entry was built, in name order.
     pods: Vec<Arc<PodInfo>>,
     /// For each indexed key: value → positions in `pods`.
@@ -137,21 +141,15 @@ impl LabelIndex {
         let shard = &self.shards[(self.hasher.hash_one(namespace) as usize) % SHARDS];
         let cached = lock(shard).get(namespace).cloned();
         let now = self.now();
-        if let Some(entry) = cached {
-            let mut i = 0;
-            let mut same = true;
-            cluster.for_each_pod(Some(namespace), |p| {
-                same = same && entry.pods.get(i).is_some_and(|c| Arc::ptr_eq(c, p));
-                i += 1;
-            });
-            if same && i == entry.pods.len() {
-                entry.last_used.store(now, Ordering::Relaxed);
-                return entry;
-            }
+        if let Some(entry) = cached
+            && entry.generation == cluster.pods_generation(namespace)
+        {
+            entry.last_used.store(now, Ordering::Relaxed);
+            return entry;
         }
-        let mut pods = Vec::new();
-        cluster.for_each_pod(Some(namespace), |p| pods.push(Arc::clone(p)));
+        let (generation, pods) = cluster.snapshot_namespace(namespace);
         let entry = Arc::new(NsEntry {
+            generation,
             pods,
             keys: RwLock::default(),
             last_used: AtomicU64::new(now),
@@ -229,5 +227,43 @@ mod tests {
             teams.push(p.name.to_string())
         });
         assert_eq!(teams, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn is_rebuilt_after_a_change_of_its_namespace_and_only_then() {
+        let cluster = ClusterState::new();
+        for (name, app) in [("a", "web"), ("b", "db")] {
+            cluster.upsert_pod(pod("ns", name, app));
+        }
+        let index = LabelIndex::default();
+        let first = index.current(&cluster, "ns");
+        assert!(Arc::ptr_eq(&first, &index.current(&cluster, "ns")));
+        // Queries, and changes to other namespaces, keep the entry and its key indexes.
+        assert_eq!(names(&index, &cluster, "ns", "web"), ["a"]);
+        cluster.upsert_pod(pod("other", "a", "web"));
+        assert!(cluster.remove_pod("other", "a"));
+        assert_eq!(names(&index, &cluster, "ns", "web"), ["a"]);
+        let kept = index.current(&cluster, "ns");
+        assert!(Arc::ptr_eq(&first, &kept));
+        assert_eq!(kept.keys.read().unwrap().len(), 1);
+
+        // A change is seen once, by a new entry that is then kept in its turn.
+        cluster.upsert_pod(pod("ns", "b", "web"));
+        let rebuilt = index.current(&cluster, "ns");
+        assert!(!Arc::ptr_eq(&first, &rebuilt));
+        assert_eq!(rebuilt.generation, cluster.pods_generation("ns"));
+        assert!(Arc::ptr_eq(&rebuilt, &index.current(&cluster, "ns")));
+        assert_eq!(names(&index, &cluster, "ns", "web"), ["a", "b"]);
+
+        // So is the namespace emptying, and being re-created.
+        assert!(cluster.remove_pod("ns", "a"));
+        assert!(cluster.remove_pod("ns", "b"));
+        let emptied = index.current(&cluster, "ns");
+        assert!(!Arc::ptr_eq(&rebuilt, &emptied));
+        assert!(emptied.pods.is_empty());
+        assert!(Arc::ptr_eq(&emptied, &index.current(&cluster, "ns")));
+        cluster.upsert_pod(pod("ns", "a", "web"));
+        assert_eq!(names(&index, &cluster, "ns", "web"), ["a"]);
+        assert!(!Arc::ptr_eq(&emptied, &index.current(&cluster, "ns")));
     }
 }
