@@ -29,6 +29,8 @@
 # kube-sim).
 # --pin puts metrics-bridge alone on the last CPU and kube-sim(s) (once ready), wrk and curl on
 # the others (taskset), so tick durations measure metrics-bridge, not its competition for cores.
+# --wrk-rt runs wrk at real-time priority (chrt -f 50), so its own pacing and timing are not
+# delayed by the simulator on the same CPU: what it measures is then the server and the VM.
 #
 # Builds both binaries first (cargo build --release) unless --no-build; uses
 # $CARGO_TARGET_DIR (or ./target). Everything it writes goes to --out (default a fresh
@@ -51,13 +53,14 @@ BUILD=1
 SIMS=0
 LEASE_RENEW=10
 PIN=0
+WRK_RT=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     echo "options: --nodes N --pods-per-node P --containers-per-pod C --resolution SECONDS"
     echo "         --ticks T --hpa-rate R --hpa-seconds S --top-seconds S --churn-percent P"
     echo "         --duration SECONDS --sample SECONDS --out DIR --no-build"
-    echo "         --sims K --lease-renew SECONDS --pin"
+    echo "         --sims K --lease-renew SECONDS --pin --wrk-rt"
     exit "${1:-0}"
 }
 
@@ -79,10 +82,17 @@ while [ $# -gt 0 ]; do
     --sims) SIMS=$2; shift 2 ;;
     --lease-renew) LEASE_RENEW=$2; shift 2 ;;
     --pin) PIN=1; shift ;;
+    --wrk-rt) WRK_RT=1; shift ;;
     -h | --help) usage 0 ;;
     *) echo "scale.sh: unknown argument $1" >&2; usage 2 >&2 ;;
     esac
 done
+
+WRK_PREFIX=()
+if [ "$WRK_RT" = 1 ]; then
+    chrt -f 50 true 2>/dev/null || { echo "scale.sh: --wrk-rt needs chrt and the right to use SCHED_FIFO" >&2; exit 1; }
+    WRK_PREFIX=(chrt -f 50)
+fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -308,7 +318,7 @@ rm -f "$OUT/all-pods.json"
 run_wrk() { # name rate connections seconds accept path
     log "wrk $1: $2 req/s over $3 connections for $4 s"
     WRK_ACCEPT=$5 WRK_BEARER=$AUTH WRK_RATE=$2 WRK_CONNECTIONS=$3 \
-        on_sim_cpus wrk -t1 -c"$3" -d"$4"s --timeout 30s -s "$ROOT/scripts/scale/wrk.lua" "$URL$6" >"$OUT/wrk-$1.txt" 2>&1
+        on_sim_cpus "${WRK_PREFIX[@]}" wrk -t1 -c"$3" -d"$4"s --timeout 30s -s "$ROOT/scripts/scale/wrk.lua" "$URL$6" >"$OUT/wrk-$1.txt" 2>&1
     grep '^WRK' "$OUT/wrk-$1.txt"
 }
 # 25 connections (as kube-apiserver's aggregator spreads HPA requests over its pool), each
@@ -389,7 +399,7 @@ cpu_per_min = cpu_s / minutes if minutes else float("nan")
 print(f"### {nodes:,} nodes × {pods_per_node} pods × {containers} containers ({pods:,} pods), {$RESOLUTION} s resolution")
 print()
 sims = $SIMS
-print(("One kube-sim" if sims <= 1 else f"A serving kube-sim and {sims} external kube-sims (lease renewal ${LEASE_RENEW} s)") + f", ready in {$SIM_READY_S} s" + ("; metrics-bridge pinned to CPU $BRIDGE_CPUS, the simulator, wrk and curl to CPUs $SIM_CPUS." if "$BRIDGE_CPUS" else "; nothing pinned."))
+print(("One kube-sim" if sims <= 1 else f"A serving kube-sim and {sims} external kube-sims (lease renewal ${LEASE_RENEW} s)") + f", ready in {$SIM_READY_S} s" + ("; metrics-bridge pinned to CPU $BRIDGE_CPUS, the simulator, wrk and curl to CPUs $SIM_CPUS." if "$BRIDGE_CPUS" else "; nothing pinned.") + (" wrk ran at real-time priority (--wrk-rt)." if $WRK_RT else ""))
 print()
 print(f"Measured over {len(measured)} ticks ({minutes:.1f} min) after 2 warm-up ticks; load average {'$LOAD_MEASURE'}; churn {'$churn_per_minute'} pods/min.")
 print()
