@@ -345,10 +345,27 @@ async fn serve(State(metrics): State<Arc<SelfMetrics>>, headers: HeaderMap) -> R
     response
 }
 
+/// When a request reached the outermost layer, before authentication and authorization.
+#[derive(Debug, Clone, Copy)]
+pub struct Received(pub Instant);
+
+/// Outermost middleware: stamps each request with its [`Received`] time, so that
+/// [`track_api`] counts authentication and authorization in the latency, as kube-apiserver's
+/// `apiserver_request_duration_seconds` does (its clock starts in
+/// `WithRequestReceivedTimestamp`, outside the authentication filters).
+pub async fn stamp_received(mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(Received(Instant::now()));
+    next.run(req).await
+}
+
 /// Middleware recording every request to the metrics API: verb and resource as
-/// k8s.io/apiserver names them, the status code, the time to the response head.
+/// k8s.io/apiserver names them, the status code, the time to the response head from the
+/// request's [`Received`] stamp (from here when there is none).
 pub async fn track_api(State(api): State<Arc<ApiMetrics>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
+    let started = req
+        .extensions()
+        .get::<Received>()
+        .map_or_else(Instant::now, |r| r.0);
     let info = RequestInfo::new(req.method(), req.uri().path(), req.uri().query()).ok();
     let response = next.run(req).await;
     let (verb, resource) = match &info {
@@ -1150,6 +1167,50 @@ mod tests {
         );
         // The counter is cluster-wide and does not go back.
         assert!(body.contains("metrics_server_kubelet_request_total{success=\"true\"} 2"));
+    }
+
+    /// Time spent in layers between the arrival stamp and `track_api` (authentication and
+    /// authorization in the real app) counts in the API latency.
+    #[tokio::test]
+    async fn api_latency_runs_from_the_arrival_stamp() {
+        use tower::ServiceExt as _;
+        let (m, _, _) = metrics(Duration::from_secs(15));
+        let slow_auth = |req: Request, next: Next| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            next.run(req).await
+        };
+        let app = axum::Router::new()
+            .route(
+                "/apis/metrics.k8s.io/v1beta1/pods",
+                axum::routing::get(|| async { "ok" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(m.api()),
+                track_api,
+            ));
+        for (stamped, under_25ms) in [(true, 0), (false, 1)] {
+            let app = app.clone().layer(axum::middleware::from_fn(slow_auth));
+            let app = if stamped {
+                app.layer(axum::middleware::from_fn(stamp_received))
+            } else {
+                app
+            };
+            let req = Request::get("/apis/metrics.k8s.io/v1beta1/pods")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
+            let body = text(&m, Format::Text);
+            let bucket = body
+                .lines()
+                .find(|l| {
+                    l.starts_with("metrics_bridge_api_request_duration_seconds_bucket{le=\"0.025\",verb=\"list\",resource=\"pods\"}")
+                })
+                .unwrap_or_else(|| panic!("no 25 ms bucket in\n{body}"));
+            assert!(
+                bucket.ends_with(&format!(" {under_25ms}")),
+                "stamped {stamped}: {bucket}"
+            );
+        }
     }
 
     #[test]

@@ -214,6 +214,14 @@ pub fn app(c: &Components) -> Router {
     compose(c, api.merge(resource)).merge(crate::selfmetrics::router(Arc::clone(&c.self_metrics)))
 }
 
+/// [`app`] behind authentication and authorization, with every request stamped on arrival
+/// so that the API's latency includes both (see [`crate::selfmetrics::stamp_received`]).
+pub fn secured(auth: &Arc<Auth>, c: &Components) -> Router {
+    auth.protect(app(c)).layer(axum::middleware::from_fn(
+        crate::selfmetrics::stamp_received,
+    ))
+}
+
 /// Raises the soft open-file limit to the hard limit, as Go's runtime does at start (since Go
 /// 1.19, so metrics-server gets it for free), and logs both: the kubelet connection budget is
 /// derived from the soft limit (`scrape::idle_budget_for`).
@@ -458,7 +466,7 @@ pub async fn run(options: Options) -> Result<(), ServerError> {
     let mut serving = tokio::spawn(serve(
         listener,
         tls,
-        auth.protect(app(&c)),
+        secured(&auth, &c),
         !options.serving.disable_http2_serving,
         stop_rx,
     ));
