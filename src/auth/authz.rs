@@ -12,7 +12,7 @@
 //!    attributes. A review that gets no answer is an error (500), never an allow.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1::{
     FieldSelectorAttributes, LabelSelectorAttributes, NonResourceAttributes, ResourceAttributes,
@@ -142,6 +142,7 @@ impl Authorizer {
         let (allowed_ttl, denied_ttl) = (self.allowed_ttl, self.denied_ttl);
         self.cache
             .get_or_fetch(
+                Instant::now(),
                 cache_key(user, info),
                 || {
                     // Built only on a miss: a cached decision costs the key and a lookup.

@@ -10,7 +10,12 @@
 //!   expired, then an arbitrary entry, so a flood of distinct credentials cannot grow memory;
 //! - [`TtlCache::get_or_fetch`] coalesces concurrent misses on one key into one fetch (as
 //!   k8s.io/apiserver's cached token authenticator does with `singleflight`), run as its own
-//!   task so that a caller that gives up does not strand the others.
+//!   task so that a caller that gives up does not strand the others;
+//! - an entry in use is fetched again in the background during the last quarter of its TTL
+//!   ([`REFRESH_AHEAD`]), once, while callers keep getting the cached answer: a credential in
+//!   steady use (the HPA's, kube-apiserver's front-proxy user) never makes a request wait for
+//!   a review. What callers see is unchanged: every answer is within its TTL, and one that
+//!   fails to refresh expires when it would have.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +28,9 @@ use futures::future::{BoxFuture, Shared};
 
 /// A cache key: a digest of everything the cached answer depends on.
 pub type Key = [u8; 32];
+
+/// The fraction of a TTL, at its end, in which a hit starts a background refresh.
+const REFRESH_AHEAD: u32 = 4;
 
 /// Number of shards; a power of two.
 const SHARDS: usize = 64;
@@ -91,6 +99,9 @@ fn shard_of(key: &Key) -> usize {
 struct Entry<V> {
     value: V,
     expires: Instant,
+    /// From when a hit refreshes the entry in the background; moved to `expires` by the hit
+    /// that starts the refresh, so that one does.
+    refresh_at: Instant,
 }
 
 type Flight<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
@@ -152,7 +163,34 @@ impl<V: Clone, E> TtlCache<V, E> {
                 map.remove(&victim);
             }
         }
-        map.insert(key, Entry { value, expires });
+        let refresh_at = expires.checked_sub(ttl / REFRESH_AHEAD).unwrap_or(expires);
+        map.insert(
+            key,
+            Entry {
+                value,
+                expires,
+                refresh_at,
+            },
+        );
+    }
+
+    /// The value under `key` unless expired at `now`, and whether this caller should refresh
+    /// it: the first to find it in its last [`REFRESH_AHEAD`]th claims the refresh.
+    fn get_claiming_refresh(&self, key: &Key, now: Instant) -> Option<(V, bool)> {
+        let shard = self.shards.get(shard_of(key))?;
+        {
+            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+            let entry = map.get(key).filter(|e| e.expires > now)?;
+            if entry.refresh_at > now {
+                return Some((entry.value.clone(), false));
+            }
+        }
+        // Due: claim under the write lock, once per entry.
+        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = map.get_mut(key).filter(|e| e.expires > now)?;
+        let claimed = entry.refresh_at <= now;
+        entry.refresh_at = entry.expires;
+        Some((entry.value.clone(), claimed))
     }
 
     /// How many entries are stored, expired ones included.
@@ -177,9 +215,12 @@ where
     /// The cached value under `key`, or the result of `fetch`, which is stored for the
     /// `ttl` it returns (`None`: not stored). Errors are never stored. Concurrent callers
     /// missing on the same key share one fetch; `aborted` is the error they see if that
-    /// fetch's task dies (a panic, or the runtime shutting down).
+    /// fetch's task dies (a panic, or the runtime shutting down). `now` is the caller's
+    /// clock (`Instant::now()`); an entry due for refresh at `now` starts one in the
+    /// background.
     pub async fn get_or_fetch<Fut>(
         self: &Arc<Self>,
+        now: Instant,
         key: Key,
         fetch: impl FnOnce() -> Fut,
         ttl: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
@@ -188,20 +229,47 @@ where
     where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        if let Some(v) = self.get(&key, Instant::now()) {
+        if let Some((v, refresh)) = self.get_claiming_refresh(&key, now) {
+            if refresh {
+                // Not awaited: the task stores its answer, and a failure leaves the entry
+                // to expire as it would have.
+                let _ = self.flight(key, fetch, ttl, aborted, None);
+            }
             return Ok(v);
         }
+        match self.flight(key, fetch, ttl, aborted, Some(now)) {
+            Ok(flight) => flight.await,
+            Err(cached) => Ok(cached),
+        }
+    }
+
+    /// The fetch in flight for `key`, or a new one. With `recheck`, a value stored since the
+    /// caller's miss is returned instead (as `Err`) and nothing is fetched.
+    fn flight<Fut>(
+        self: &Arc<Self>,
+        key: Key,
+        fetch: impl FnOnce() -> Fut,
+        ttl: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
+        aborted: fn() -> E,
+        recheck: Option<Instant>,
+    ) -> Result<Flight<V, E>, V>
+    where
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
         let Some(flights) = self.flights.get(shard_of(&key)) else {
-            return Err(aborted());
+            let failed: BoxFuture<'static, Result<V, E>> = Box::pin(async move { Err(aborted()) });
+            return Ok(failed.shared());
         };
         let flight = {
             let mut flights = flights.lock().unwrap_or_else(PoisonError::into_inner);
             match flights.get(&key) {
                 Some(flight) => flight.clone(),
                 None => {
-                    // A fetch may have finished between the lookup above and this lock.
-                    if let Some(v) = self.get(&key, Instant::now()) {
-                        return Ok(v);
+                    // A fetch may have finished between the caller's lookup and this lock.
+                    if let Some(now) = recheck
+                        && let Some(v) = self.get(&key, now.max(Instant::now()))
+                    {
+                        return Err(v);
                     }
                     let cache = Arc::clone(self);
                     let work = fetch();
@@ -229,7 +297,7 @@ where
                 }
             }
         };
-        flight.await
+        Ok(flight)
     }
 }
 
@@ -290,6 +358,82 @@ mod tests {
         assert_eq!(cache.get(&key(20_000), later), Some(1));
     }
 
+    /// In the last quarter of its TTL a hit still answers from the cache, and starts one
+    /// background fetch whose answer replaces the entry; a failed refresh leaves the entry
+    /// to expire when it would have.
+    #[tokio::test]
+    async fn entries_in_use_are_refreshed_ahead_of_expiry_once() {
+        let cache: Arc<TtlCache<u32, String>> = Arc::new(TtlCache::new(100));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let ttl = Duration::from_secs(400);
+        let fetch = |value: Result<u32, String>| {
+            let calls = Arc::clone(&calls);
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                value
+            }
+        };
+        let get = |now: Instant, value: Result<u32, String>| {
+            let cache = Arc::clone(&cache);
+            let fetch = fetch(value);
+            async move {
+                cache
+                    .get_or_fetch(
+                        now,
+                        key(1),
+                        fetch,
+                        move |_| Some(ttl),
+                        || "aborted".to_owned(),
+                    )
+                    .await
+            }
+        };
+        let t0 = Instant::now();
+        assert_eq!(get(t0, Ok(1)).await, Ok(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Before the last quarter: a plain hit.
+        assert_eq!(get(t0 + Duration::from_secs(290), Ok(2)).await, Ok(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // In it: the cached answer now, one refresh behind it, not one per hit.
+        let due = t0 + Duration::from_secs(310);
+        assert_eq!(get(due, Ok(2)).await, Ok(1));
+        assert_eq!(get(due, Ok(3)).await, Ok(1));
+        for _ in 0..100 {
+            if cache.get(&key(1), Instant::now()) == Some(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.get(&key(1), Instant::now()), Some(2), "refreshed");
+
+        // The refreshed entry has a whole TTL again, from when it was fetched.
+        let refreshed = Instant::now();
+        assert_eq!(
+            get(refreshed + Duration::from_secs(290), Ok(4)).await,
+            Ok(2)
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // A refresh that fails: the entry is still served until its own expiry, then fetched.
+        let due = refreshed + Duration::from_secs(310);
+        assert_eq!(get(due, Err("down".to_owned())).await, Ok(2));
+        for _ in 0..100 {
+            if calls.load(Ordering::SeqCst) == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(get(due, Ok(5)).await, Ok(2), "no second refresh");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let expired = refreshed + Duration::from_secs(400);
+        assert_eq!(get(expired, Ok(6)).await, Ok(6));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
     #[tokio::test]
     async fn concurrent_misses_share_one_fetch_and_errors_are_not_stored() {
         let cache: Arc<TtlCache<u32, String>> = Arc::new(TtlCache::new(100));
@@ -301,6 +445,7 @@ mod tests {
             waiters.push(tokio::spawn(async move {
                 cache
                     .get_or_fetch(
+                        Instant::now(),
                         key(1),
                         move || async move {
                             calls.fetch_add(1, Ordering::SeqCst);
@@ -330,6 +475,7 @@ mod tests {
 
         let failed = cache
             .get_or_fetch(
+                Instant::now(),
                 key(2),
                 || async { Err("down".to_owned()) },
                 |_| Some(Duration::from_secs(60)),
@@ -340,6 +486,7 @@ mod tests {
         assert_eq!(cache.get(&key(2), Instant::now()), None);
         let retried = cache
             .get_or_fetch(
+                Instant::now(),
                 key(2),
                 || async { Ok(5) },
                 |v| (*v > 3).then_some(Duration::from_secs(60)),

@@ -10,7 +10,7 @@
 //!   never kept in memory longer than the request that carried them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -106,6 +106,7 @@ impl TokenAuthenticator {
         // The client and the token are copied only on a miss: a hit allocates nothing.
         self.cache
             .get_or_fetch(
+                Instant::now(),
                 key,
                 || review(self.client.clone(), token.to_owned(), self.retry),
                 move |_| Some(ttl),
