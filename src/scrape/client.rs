@@ -491,29 +491,64 @@ impl KubeletClient {
         let received = buf.len();
         if !gzip {
             return Ok(Fetched {
-                body: buf,
+                body: exact(buf),
                 received,
             });
         }
-        // Inflate with the same limit, so a small compressed body cannot expand without bound.
-        let expected = if size_hint.1 == 0 {
+        let fallback = if size_hint.1 == 0 {
             received * 8
         } else {
             guess(size_hint.1)
         };
-        let mut inflated = Vec::with_capacity(expected.min(limit));
-        let mut decoder = flate2::read::GzDecoder::new(buf.as_slice()).take(limit as u64 + 1);
-        decoder
-            .read_to_end(&mut inflated)
-            .map_err(|e| transfer(url, Box::new(e)))?;
-        if inflated.len() > limit {
-            return Err(too_large());
-        }
+        let inflated = inflate(&buf, fallback, limit)
+            .map_err(|e| transfer(url, Box::new(e)))?
+            .ok_or_else(too_large)?;
         Ok(Fetched {
             body: inflated,
             received,
         })
     }
+}
+
+/// Inflates a gzip body into a buffer whose capacity is its length, or `None` when it inflates
+/// to more than `limit` bytes (so a small compressed body cannot expand without bound).
+///
+/// The body becomes the kept page (`Bytes::from` keeps a `Vec`'s whole capacity), so spare
+/// capacity would be held for a whole resolution per node. The buffer is therefore sized
+/// from the gzip trailer, whose last four bytes give the inflated length (modulo 2³², for a
+/// single-member stream as kubelets send): one allocation of the right size, no realloc and
+/// no copy. `fallback` sizes it when the trailer is missing or beyond `limit`; a body whose
+/// last bytes are not its member's trailer (anything after the first member is ignored, as
+/// `GzDecoder` does) ends in [`exact`].
+fn inflate(compressed: &[u8], fallback: usize, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let trailer = compressed
+        .len()
+        .checked_sub(4)
+        .and_then(|at| compressed.get(at..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map(|t| u32::from_le_bytes(t) as usize)
+        .filter(|&n| n <= limit);
+    let mut inflated = Vec::with_capacity(trailer.unwrap_or(fallback).min(limit));
+    // std's read_to_end probes with a small stack buffer before it grows a full buffer, so an
+    // exact capacity is not doubled at the end of the stream.
+    flate2::read::GzDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut inflated)?;
+    if inflated.len() > limit {
+        return Ok(None);
+    }
+    Ok(Some(exact(inflated)))
+}
+
+/// `buf` with its capacity cut to its length. Only a body whose size was guessed (chunked, or
+/// a gzip trailer that did not tell) pays for this: `shrink_to_fit` reallocates, which glibc
+/// does in place for a shrinking heap chunk, but it is still a call per page that the sized
+/// paths avoid.
+fn exact(mut buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() != buf.len() {
+        buf.shrink_to_fit();
+    }
+    buf
 }
 
 /// Why [`KubeletClient::send`] failed: the exchange on a connection (which may be retried when
@@ -616,6 +651,63 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn gzip(page: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(page).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn kubelet_page(pods: usize) -> Vec<u8> {
+        let mut page = String::new();
+        for i in 0..pods {
+            page.push_str(&format!(
+                "container_cpu_usage_seconds_total{{container=\"app\",namespace=\"ns\",pod=\"pod-{i}\"}} {i}.5 1700000000000\n"
+            ));
+        }
+        page.into_bytes()
+    }
+
+    /// The inflated body is kept as the node's page, so it must cost its length: whatever
+    /// the guess for the buffer was, from the trailer or from the fallback.
+    #[test]
+    fn an_inflated_page_has_no_spare_capacity() {
+        let page = kubelet_page(300);
+        let body = gzip(&page);
+        // Sized from the trailer: a fallback far off either way changes nothing.
+        for fallback in [0, 1000, page.len() * 8] {
+            let inflated = inflate(&body, fallback, 1 << 20).unwrap().unwrap();
+            assert_eq!(inflated, page);
+            assert_eq!(inflated.capacity(), inflated.len(), "fallback {fallback}");
+        }
+        // Bytes after the member are ignored, so the last four are no trailer: the buffer
+        // is sized by the fallback, grows, and is cut back.
+        let mut trailing = body.clone();
+        trailing.extend_from_slice(&16u32.to_le_bytes());
+        for fallback in [16, page.len() * 8] {
+            let inflated = inflate(&trailing, fallback, 1 << 20).unwrap().unwrap();
+            assert_eq!(inflated, page);
+            assert_eq!(inflated.capacity(), inflated.len(), "fallback {fallback}");
+        }
+        // A page over the limit is refused whatever its trailer says.
+        assert_eq!(inflate(&body, 0, page.len() - 1).unwrap(), None);
+        assert_eq!(
+            inflate(&body, 0, page.len()).unwrap().unwrap().len(),
+            page.len()
+        );
+        // Not gzip at all.
+        assert!(inflate(&page, 0, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn an_uncompressed_page_is_cut_to_its_length() {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend_from_slice(&kubelet_page(10));
+        let kept = exact(buf);
+        assert_eq!(kept, kubelet_page(10));
+        assert_eq!(kept.capacity(), kept.len());
+    }
 
     fn kubelet_options() -> KubeletOptions {
         crate::options::Options::default().kubelet
