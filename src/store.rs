@@ -760,7 +760,8 @@ impl Store {
             entry.node = Arc::clone(node);
         }
         let unique = unique_containers(group);
-        let same_set = unique.clone().count() == entry.containers.len()
+        let count = unique.clone().count();
+        let same_set = count == entry.containers.len()
             && unique
                 .clone()
                 .zip(&entry.containers)
@@ -772,27 +773,29 @@ impl Store {
             }
         } else {
             let old = std::mem::take(&mut entry.containers);
-            entry.containers = unique
-                .map(|cp| {
-                    let stored = old
-                        .binary_search_by(|c| (*c.name).cmp(&*cp.container))
-                        .ok()
-                        .and_then(|i| old.get(i));
-                    let name = match stored {
-                        Some(c) => Arc::clone(&c.name),
-                        None => self.names.intern(&cp.container),
-                    };
-                    ContainerState {
-                        name,
-                        last: cp.point,
-                        prev: container_prev(
-                            &cp.point,
-                            stored.map(|c| (&c.last, c.prev)),
-                            self.resolution_ns,
-                        ),
-                    }
-                })
-                .collect();
+            // Sized exactly: the entry lives as long as the pod, and collecting the filtered
+            // iterator would start at four slots (twice a typical pod's two containers).
+            let mut containers = Vec::with_capacity(count);
+            containers.extend(unique.map(|cp| {
+                let stored = old
+                    .binary_search_by(|c| (*c.name).cmp(&*cp.container))
+                    .ok()
+                    .and_then(|i| old.get(i));
+                let name = match stored {
+                    Some(c) => Arc::clone(&c.name),
+                    None => self.names.intern(&cp.container),
+                };
+                ContainerState {
+                    name,
+                    last: cp.point,
+                    prev: container_prev(
+                        &cp.point,
+                        stored.map(|c| (&c.last, c.prev)),
+                        self.resolution_ns,
+                    ),
+                }
+            }));
+            entry.containers = containers;
         }
 
         let with_prev = entry.containers.iter().filter(|c| c.prev.is_some()).count();
@@ -1248,6 +1251,34 @@ mod tests {
 
     /// Start time far in the past: no fresh-container shortcut.
     const OLD: i64 = T0 - 3600 * S;
+
+    /// A pod's entry lives as long as the pod, so its containers cost their number, also
+    /// when the set changes.
+    #[test]
+    fn a_pods_containers_have_no_spare_capacity() {
+        let s = store();
+        let capacity = |s: &Store| {
+            let lookup: &dyn PodRef = &("ns", "p");
+            let shard = read(s.pod_shard(lookup));
+            let entry = shard.get(lookup).unwrap();
+            (entry.containers.len(), entry.containers.capacity())
+        };
+        s.ingest("n1", &ab(T0, 0, 0));
+        assert_eq!(capacity(&s), (2, 2));
+        let three = |ts| {
+            page(
+                None,
+                ["a", "b", "c"]
+                    .into_iter()
+                    .map(|c| cp("ns", "p", c, point(ts, 1, 1, OLD)))
+                    .collect(),
+            )
+        };
+        s.ingest("n1", &three(T0 + 15 * S));
+        assert_eq!(capacity(&s), (3, 3));
+        s.ingest("n1", &ab(T0 + 30 * S, 2, 2));
+        assert_eq!(capacity(&s), (2, 2));
+    }
 
     #[test]
     fn node_rate_is_delta_cpu_over_delta_t() {
