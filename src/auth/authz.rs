@@ -165,6 +165,7 @@ impl Authorizer {
                     }
                 },
                 move |d| cacheable.then_some(if d.allowed { allowed_ttl } else { denied_ttl }),
+                |d| d.allowed,
                 || {
                     Arc::new(ReviewError::Aborted {
                         what: "SubjectAccessReview",

@@ -11,11 +11,12 @@
 //! - [`TtlCache::get_or_fetch`] coalesces concurrent misses on one key into one fetch (as
 //!   k8s.io/apiserver's cached token authenticator does with `singleflight`), run as its own
 //!   task so that a caller that gives up does not strand the others;
-//! - an entry in use is fetched again in the background during the last quarter of its TTL
+//! - an entry the caller marks renewable (an authenticated token, an allowed request) is
+//!   fetched again in the background when used during the last quarter of its TTL
 //!   ([`REFRESH_AHEAD`]), once, while callers keep getting the cached answer: a credential in
-//!   steady use (the HPA's, kube-apiserver's front-proxy user) never makes a request wait for
-//!   a review. What callers see is unchanged: every answer is within its TTL, and one that
-//!   fails to refresh expires when it would have.
+//!   steady use (the HPA's) never makes a request wait for a review. Every answer is still
+//!   within its TTL, and one that fails to renew expires when it would have. Rejections and
+//!   denials are not renewed: they hold for exactly their TTL, as in k8s.io/apiserver.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -145,6 +146,12 @@ impl<V: Clone, E> TtlCache<V, E> {
 
     /// Stores `value` under `key` until `now + ttl`. A zero `ttl` stores nothing.
     pub fn insert(&self, key: Key, value: V, now: Instant, ttl: Duration) {
+        self.insert_renewable(key, value, now, ttl, false);
+    }
+
+    /// [`Self::insert`]; with `renew`, a hit in the last [`REFRESH_AHEAD`]th of `ttl`
+    /// renews the entry (see [`Self::get_or_fetch`]).
+    fn insert_renewable(&self, key: Key, value: V, now: Instant, ttl: Duration, renew: bool) {
         if ttl.is_zero() {
             return;
         }
@@ -163,7 +170,11 @@ impl<V: Clone, E> TtlCache<V, E> {
                 map.remove(&victim);
             }
         }
-        let refresh_at = expires.checked_sub(ttl / REFRESH_AHEAD).unwrap_or(expires);
+        let refresh_at = if renew {
+            expires.checked_sub(ttl / REFRESH_AHEAD).unwrap_or(expires)
+        } else {
+            expires
+        };
         map.insert(
             key,
             Entry {
@@ -216,14 +227,15 @@ where
     /// `ttl` it returns (`None`: not stored). Errors are never stored. Concurrent callers
     /// missing on the same key share one fetch; `aborted` is the error they see if that
     /// fetch's task dies (a panic, or the runtime shutting down). `now` is the caller's
-    /// clock (`Instant::now()`); an entry due for refresh at `now` starts one in the
-    /// background.
+    /// clock (`Instant::now()`). An answer for which `renew` is true is renewed in the
+    /// background by the first hit in the last [`REFRESH_AHEAD`]th of its TTL.
     pub async fn get_or_fetch<Fut>(
         self: &Arc<Self>,
         now: Instant,
         key: Key,
         fetch: impl FnOnce() -> Fut,
         ttl: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
+        renew: fn(&V) -> bool,
         aborted: fn() -> E,
     ) -> Result<V, E>
     where
@@ -233,11 +245,11 @@ where
             if refresh {
                 // Not awaited: the task stores its answer, and a failure leaves the entry
                 // to expire as it would have.
-                let _ = self.flight(key, fetch, ttl, aborted, None);
+                let _ = self.flight(key, fetch, ttl, renew, aborted, None);
             }
             return Ok(v);
         }
-        match self.flight(key, fetch, ttl, aborted, Some(now)) {
+        match self.flight(key, fetch, ttl, renew, aborted, Some(now)) {
             Ok(flight) => flight.await,
             Err(cached) => Ok(cached),
         }
@@ -250,6 +262,7 @@ where
         key: Key,
         fetch: impl FnOnce() -> Fut,
         ttl: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
+        renew: fn(&V) -> bool,
         aborted: fn() -> E,
         recheck: Option<Instant>,
     ) -> Result<Flight<V, E>, V>
@@ -278,7 +291,7 @@ where
                         if let Ok(v) = &result
                             && let Some(ttl) = ttl(v)
                         {
-                            cache.insert(key, v.clone(), Instant::now(), ttl);
+                            cache.insert_renewable(key, v.clone(), Instant::now(), ttl, renew(v));
                         }
                         if let Some(flights) = cache.flights.get(shard_of(&key)) {
                             flights
@@ -383,6 +396,7 @@ mod tests {
                         key(1),
                         fetch,
                         move |_| Some(ttl),
+                        |v| *v != 0,
                         || "aborted".to_owned(),
                     )
                     .await
@@ -432,6 +446,26 @@ mod tests {
         let expired = refreshed + Duration::from_secs(400);
         assert_eq!(get(expired, Ok(6)).await, Ok(6));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+        // An answer the caller does not mark renewable (0 here, as a denial) holds for
+        // exactly its TTL.
+        cache.insert(key(1), 0, Instant::now(), ttl);
+        let late = Instant::now() + Duration::from_secs(390);
+        assert_eq!(get(late, Ok(7)).await, Ok(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "not renewed");
+        // The same for an answer fetched (the path reviews take).
+        let expired = Instant::now() + Duration::from_secs(401);
+        assert_eq!(get(expired, Ok(0)).await, Ok(0));
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        let late = Instant::now() + Duration::from_secs(390);
+        assert_eq!(get(late, Ok(7)).await, Ok(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            5,
+            "a fetched denial is not renewed"
+        );
     }
 
     #[tokio::test]
@@ -454,6 +488,7 @@ mod tests {
                             Ok(42)
                         },
                         |_| Some(Duration::from_secs(60)),
+                        |_| true,
                         || "aborted".to_owned(),
                     )
                     .await
@@ -479,6 +514,7 @@ mod tests {
                 key(2),
                 || async { Err("down".to_owned()) },
                 |_| Some(Duration::from_secs(60)),
+                |_| true,
                 || "aborted".to_owned(),
             )
             .await;
@@ -490,6 +526,7 @@ mod tests {
                 key(2),
                 || async { Ok(5) },
                 |v| (*v > 3).then_some(Duration::from_secs(60)),
+                |_| true,
                 || "aborted".to_owned(),
             )
             .await;

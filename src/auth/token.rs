@@ -110,6 +110,7 @@ impl TokenAuthenticator {
                 key,
                 || review(self.client.clone(), token.to_owned(), self.retry),
                 move |_| Some(ttl),
+                |answer| matches!(answer, TokenAnswer::User(_)),
                 || {
                     TokenError::Review(Arc::new(ReviewError::Aborted {
                         what: "TokenReview",
