@@ -12,6 +12,15 @@ use std::process::ExitCode;
 use metrics_bridge::logging;
 use metrics_bridge::options::{Invocation, Options, VERSION};
 
+/// jemalloc rather than glibc's malloc. metrics-bridge keeps long-lived per-pod entries and
+/// allocates short-lived kubelet pages among them every tick; under pod churn glibc's heap
+/// kept growing with free chunks it could not hand back (at 1,000 nodes and 1,500 pod
+/// replacements a minute RSS grew about 120 MiB/h while the live heap grew 23 MiB/h).
+/// jemalloc's size classes keep the two apart, and it returns freed pages after a decay.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let invocation = match Options::load(std::env::args_os(), |name| std::env::var(name).ok()) {
         Ok(invocation) => invocation,
