@@ -132,6 +132,7 @@ fn bench(c: &mut Criterion) {
                 local_addr: "127.0.0.1:443".parse().unwrap(),
                 peer_certificates: chain,
                 server_name: None,
+                cert_verdict: Arc::default(),
             });
             req
         };
