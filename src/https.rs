@@ -3,7 +3,9 @@
 //!
 //! What it promises:
 //! - every request carries a [`ConnInfo`] extension with the peer address and the client
-//!   certificate chain that the TLS handshake verified, so that authentication can trust it;
+//!   certificate chain that the TLS handshake verified, so that authentication can trust it,
+//!   and the connection's slot for authentication's verdict on that chain, shared by all of
+//!   the connection's requests;
 //! - the TLS configuration is fetched per connection from a [`TlsConfigSource`], so a reloaded
 //!   certificate applies to new connections while existing ones keep going;
 //! - a slow or failed handshake costs only its own connection;
@@ -23,6 +25,8 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::auth::x509::VerdictMemo;
+
 /// What the transport knows about the client, attached to every request.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -33,6 +37,9 @@ pub struct ConnInfo {
     pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
     /// The SNI name the client asked for, if any.
     pub server_name: Option<Arc<str>>,
+    /// Authentication's verdict on `peer_certificates`, kept for the connection's later
+    /// requests; every clone of this `ConnInfo` shares it.
+    pub cert_verdict: Arc<VerdictMemo>,
 }
 
 /// Where each new connection gets its TLS configuration.
@@ -142,6 +149,7 @@ where
                     .peer_certificates()
                     .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
                 server_name: session.server_name().map(Arc::from),
+                cert_verdict: Arc::default(),
             };
             let svc = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(info.clone());

@@ -234,9 +234,11 @@ impl Auth {
     ) -> Result<Arc<User>, Unauthenticated> {
         let mut reasons = Vec::new();
         let mut unavailable = false;
-        if let Some(chain) = conn.and_then(|c| c.peer_certificates.as_deref()) {
+        if let Some((chain, memo)) =
+            conn.and_then(|c| Some((c.peer_certificates.as_ref()?, &c.cert_verdict)))
+        {
             let state = self.sources.current();
-            let verdict = self.certs.verdict(chain, &state);
+            let verdict = self.certs.verdict(chain, memo, &state);
             if let (Some(front_proxy), Some(rh)) = (&verdict.front_proxy, &state.request_header) {
                 match front_proxy {
                     Ok(()) => match rh.user(headers) {

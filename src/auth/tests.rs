@@ -45,26 +45,29 @@ impl Ca {
         self.cert.pem()
     }
 
-    /// A client certificate; `days` shifts its validity window relative to now.
+    /// A client certificate valid from and until the given numbers of days from now
+    /// (`None`: rcgen's default window, decades around now).
     fn client(
         &self,
         cn: &str,
         orgs: &[&str],
-        valid: Option<(i64, i64)>,
+        valid_days: Option<(i64, i64)>,
     ) -> Arc<[CertificateDer<'static>]> {
         self.client_with(
             cn,
             orgs,
-            valid,
+            valid_days.map(|(from, until)| (from * 86400, until * 86400)),
             &[rcgen::ExtendedKeyUsagePurpose::ClientAuth],
         )
     }
 
+    /// A certificate with the given extended key usages, valid from and until the given
+    /// numbers of seconds from now.
     fn client_with(
         &self,
         cn: &str,
         orgs: &[&str],
-        valid: Option<(i64, i64)>,
+        valid_secs: Option<(i64, i64)>,
         eku: &[rcgen::ExtendedKeyUsagePurpose],
     ) -> Arc<[CertificateDer<'static>]> {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -86,15 +89,15 @@ impl Ca {
             params.distinguished_name.push(ty, *o);
         }
         params.extended_key_usages = eku.to_vec();
-        if let Some((from, until)) = valid {
+        if let Some((from, until)) = valid_secs {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs() as i64;
-            params.not_before = x509_parser::time::ASN1Time::from_timestamp(now + from * 86400)
+            params.not_before = x509_parser::time::ASN1Time::from_timestamp(now + from)
                 .unwrap()
                 .to_datetime();
-            params.not_after = x509_parser::time::ASN1Time::from_timestamp(now + until * 86400)
+            params.not_after = x509_parser::time::ASN1Time::from_timestamp(now + until)
                 .unwrap()
                 .to_datetime();
         }
@@ -339,6 +342,7 @@ fn conn(chain: Option<Arc<[CertificateDer<'static>]>>) -> ConnInfo {
         local_addr: "127.0.0.1:443".parse().unwrap(),
         peer_certificates: chain,
         server_name: None,
+        cert_verdict: Arc::default(),
     }
 }
 
@@ -349,12 +353,22 @@ impl Fixture {
         chain: Option<Arc<[CertificateDer<'static>]>>,
         headers: &[(&str, &str)],
     ) -> (u16, String) {
+        self.call_on(&conn(chain), path, headers).await
+    }
+
+    /// A request on the connection `conn` (whose clones share its per-connection state).
+    async fn call_on(
+        &self,
+        conn: &ConnInfo,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
         let mut req = http::Request::get(path);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let mut req = req.body(axum::body::Body::empty()).unwrap();
-        req.extensions_mut().insert(conn(chain));
+        req.extensions_mut().insert(conn.clone());
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status().as_u16();
         let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -680,6 +694,186 @@ async fn a_request_path_that_cannot_be_parsed_is_a_500() {
         "{}",
         reply.1
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate verdicts per connection
+
+/// How many times the chain was hashed to look a verdict up, and how many verdicts were
+/// computed.
+fn chain_work(certs: &x509::CertCache) -> (usize, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = certs.counts();
+    (
+        counts.lookups.load(Relaxed),
+        counts.verifications.load(Relaxed),
+    )
+}
+
+#[tokio::test]
+async fn a_connection_verifies_its_chain_once_and_reads_the_headers_every_time() {
+    let f = fixture().await;
+    let proxy = f.front_proxy_client();
+    let live = conn(Some(Arc::clone(&proxy)));
+    let masters = [("X-Remote-User", "a"), ("X-Remote-Group", "system:masters")];
+    for _ in 0..3 {
+        assert_eq!(f.call_on(&live, NODES, &masters).await.0, 200);
+    }
+    assert_eq!(
+        chain_work(&f.auth.certs),
+        (1, 1),
+        "one lookup and one verification for three requests"
+    );
+    // The identity is still each request's own: another user on the same connection is
+    // reviewed, and no user header falls through to the x509 path, which refuses the
+    // front-proxy CA's certificate.
+    let reply = f.call_on(&live, PODS, &[("X-Remote-User", "viewer")]).await;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(f.last_seen().0, "viewer");
+    assert_eq!(f.access_reviews().len(), 1);
+    unauthorized(&f.call_on(&live, NODES, &[]).await);
+    assert_eq!(chain_work(&f.auth.certs), (1, 1));
+    // A second connection with the same chain finds the shared verdict, and then keeps its
+    // own.
+    let other = conn(Some(proxy));
+    for _ in 0..2 {
+        assert_eq!(f.call_on(&other, NODES, &masters).await.0, 200);
+    }
+    assert_eq!(chain_work(&f.auth.certs), (2, 1));
+}
+
+#[tokio::test]
+async fn a_ca_rotation_reverifies_live_connections() {
+    let f = fixture().await;
+    let masters = [("X-Remote-User", "a"), ("X-Remote-Group", "system:masters")];
+    let proxied = conn(Some(f.front_proxy_client()));
+    let direct = conn(Some(f.client_ca.client("jane", &["system:masters"], None)));
+    assert_eq!(f.call_on(&proxied, NODES, &masters).await.0, 200);
+    assert_eq!(f.call_on(&direct, NODES, &[]).await.0, 200);
+    assert_eq!(chain_work(&f.auth.certs), (2, 2));
+    let (front_proxy, client_ca) = (Ca::new("front-proxy-ca-2"), Ca::new("client-ca-2"));
+    assert_eq!(
+        f.auth.sources.set_configmap(Some(configmap(
+            &front_proxy,
+            &client_ca,
+            r#"["front-proxy-client"]"#
+        ))),
+        Ok(true)
+    );
+    unauthorized(&f.call_on(&proxied, NODES, &masters).await);
+    unauthorized(&f.call_on(&direct, NODES, &[]).await);
+    assert_eq!(chain_work(&f.auth.certs), (4, 4));
+    // The rejections are kept too, under the new generation.
+    unauthorized(&f.call_on(&proxied, NODES, &masters).await);
+    assert_eq!(chain_work(&f.auth.certs), (4, 4));
+}
+
+/// A [`CaState`](sources::CaState) trusting `ca` for client certificates.
+fn client_ca_state(generation: u64, ca: &Ca) -> sources::CaState {
+    let bundle = x509::CaBundle::from_pem(
+        "test client CA",
+        ca.pem().as_bytes(),
+        &crate::tls::provider(),
+    )
+    .unwrap();
+    sources::CaState {
+        generation,
+        client_ca: Some(bundle),
+        request_header: None,
+    }
+}
+
+fn user_of(verdict: &x509::Verdict) -> Result<&str, &str> {
+    match verdict.client.as_ref().unwrap() {
+        Ok(user) => Ok(&user.as_ref().unwrap().name),
+        Err(e) => Err(e),
+    }
+}
+
+fn assert_rejected(verdict: &x509::Verdict, why: &str) {
+    assert!(
+        user_of(verdict).is_err_and(|e| e.contains(why)),
+        "{verdict:?} is no rejection for {why:?}"
+    );
+}
+
+#[test]
+fn a_connection_verdict_ends_with_the_certificate_and_the_verdict_age() {
+    let ca = Ca::new("client-ca");
+    let state = client_ca_state(1, &ca);
+    let certs = x509::CertCache::default();
+    let (t0, w0) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let at = |secs: u64| {
+        let d = Duration::from_secs(secs);
+        (t0 + d, w0 + d)
+    };
+
+    // Valid for another minute: the verdict holds until then, and then the certificate has
+    // expired.
+    let short = ca.client_with(
+        "jane",
+        &[],
+        Some((-86400, 60)),
+        &[rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let memo = x509::VerdictMemo::default();
+    let verdict = |memo: &x509::VerdictMemo,
+                   chain: &Arc<[CertificateDer<'static>]>,
+                   (now, wall): (std::time::Instant, std::time::SystemTime)| {
+        certs.verdict_at(chain, memo, &state, now, wall)
+    };
+    let first = verdict(&memo, &short, at(0));
+    assert_eq!(user_of(&first), Ok("jane"));
+    let later = verdict(&memo, &short, at(58));
+    assert!(Arc::ptr_eq(&first, &later), "the same verdict, kept");
+    assert_eq!(chain_work(&certs), (1, 1));
+    let expired = verdict(&memo, &short, at(61));
+    assert_rejected(&expired, "certificate has expired");
+    assert_eq!(chain_work(&certs), (2, 2));
+    // The rejection is kept for REJECTION_AGE (10 s), then verified again.
+    verdict(&memo, &short, at(70));
+    assert_eq!(chain_work(&certs), (2, 2));
+    verdict(&memo, &short, at(72));
+    assert_eq!(chain_work(&certs), (3, 3));
+
+    // Valid for days: the verdict is reused for MAX_VERDICT_AGE (300 s), then renewed.
+    let long = ca.client("joe", &[], None);
+    let memo = x509::VerdictMemo::default();
+    verdict(&memo, &long, at(0));
+    verdict(&memo, &long, at(299));
+    assert_eq!(chain_work(&certs), (4, 4));
+    assert_eq!(user_of(&verdict(&memo, &long, at(301))), Ok("joe"));
+    assert_eq!(chain_work(&certs), (5, 5));
+}
+
+#[test]
+fn a_connection_verdict_holds_for_its_chain_and_generation_only() {
+    let (old_ca, new_ca) = (Ca::new("client-ca"), Ca::new("client-ca-2"));
+    let (old, new) = (client_ca_state(1, &old_ca), client_ca_state(2, &new_ca));
+    let certs = x509::CertCache::default();
+    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let chain = old_ca.client("jane", &[], None);
+    let memo = x509::VerdictMemo::default();
+    assert_eq!(
+        user_of(&certs.verdict_at(&chain, &memo, &old, now, wall)),
+        Ok("jane")
+    );
+    let rotated = certs.verdict_at(&chain, &memo, &new, now, wall);
+    assert_rejected(&rotated, "signed by unknown authority");
+    assert_eq!(chain_work(&certs), (2, 2));
+    // The memo answers for the chain it was computed on only, not for an equal copy, which
+    // the shared cache answers for.
+    let copy: Arc<[CertificateDer<'static>]> = Arc::from(chain.to_vec());
+    certs.verdict_at(&copy, &memo, &new, now, wall);
+    assert_eq!(chain_work(&certs), (3, 2));
+    certs.verdict_at(&chain, &memo, &new, now, wall);
+    assert_eq!(chain_work(&certs), (4, 2));
+    // A request that read the CA state before the rotation and finishes after it does not
+    // put the old generation's verdict back.
+    certs.verdict_at(&chain, &memo, &old, now, wall);
+    assert_eq!(chain_work(&certs), (5, 3));
+    certs.verdict_at(&chain, &memo, &new, now, wall);
+    assert_eq!(chain_work(&certs), (5, 3));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,11 +11,15 @@
 //!   every certificate must be valid now, and an extended key usage, where present, must
 //!   allow client authentication (Go's `x509.ExtKeyUsageClientAuth` rule);
 //! - a verdict is computed once per distinct chain and CA generation and then served from a
-//!   cache until the earliest `notAfter` of the chain, so the hot path (the aggregator's
-//!   front-proxy certificate on every request) hashes the chain and reads a map.
+//!   cache shared by all connections until the earliest `notAfter` of the chain (at most
+//!   [`MAX_VERDICT_AGE`]; a rejection for [`REJECTION_AGE`]);
+//! - each connection keeps its chain's verdict ([`VerdictMemo`]) under the same generation
+//!   and expiry, so the hot path (the aggregator's front-proxy certificate on every request
+//!   over a few long-lived connections) neither hashes the chain nor touches the shared
+//!   cache.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -254,15 +258,88 @@ pub struct Verdict {
     pub client: Option<Result<Option<Arc<User>>, String>>,
 }
 
+/// A verdict with what it holds for: the CA generation it was computed under, and the
+/// instant it must be recomputed by.
 #[derive(Clone)]
 struct Cached {
     generation: u64,
+    expires: Instant,
     verdict: Arc<Verdict>,
+}
+
+impl Cached {
+    fn holds(&self, generation: u64, now: Instant) -> bool {
+        self.generation == generation && self.expires > now
+    }
+}
+
+/// One connection's verdict on its own client certificate chain, kept with the connection
+/// (see [`crate::https::ConnInfo`]) because the chain cannot change while it is open: every
+/// request after the first then costs a pointer comparison and a read of this slot instead
+/// of hashing the chain for the shared [`CertCache`].
+///
+/// It promises the same answers as the [`CertCache`] entry it was copied from: it is served
+/// only for the very chain it was computed on (the same allocation), under the same CA
+/// generation, and not past that entry's expiry. Its lock is the connection's own, shared
+/// with nothing but that connection's concurrent requests, which only read it once warm.
+#[derive(Default)]
+pub struct VerdictMemo(RwLock<Option<Memo>>);
+
+struct Memo {
+    chain: Arc<[CertificateDer<'static>]>,
+    cached: Cached,
+}
+
+impl std::fmt::Debug for VerdictMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerdictMemo").finish_non_exhaustive()
+    }
+}
+
+impl VerdictMemo {
+    fn get(
+        &self,
+        chain: &Arc<[CertificateDer<'static>]>,
+        generation: u64,
+        now: Instant,
+    ) -> Option<Arc<Verdict>> {
+        let slot = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref()
+            .filter(|m| Arc::ptr_eq(&m.chain, chain) && m.cached.holds(generation, now))
+            .map(|m| Arc::clone(&m.cached.verdict))
+    }
+
+    /// Keeps `cached` unless the slot holds a verdict of a newer generation already (a
+    /// request that read the CA state before a rotation finishing after one that read it
+    /// after).
+    fn set(&self, chain: &Arc<[CertificateDer<'static>]>, cached: Cached) {
+        let mut slot = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if slot
+            .as_ref()
+            .is_none_or(|m| m.cached.generation <= cached.generation)
+        {
+            *slot = Some(Memo {
+                chain: Arc::clone(chain),
+                cached,
+            });
+        }
+    }
 }
 
 /// Verdicts by chain, for as long as they hold.
 pub struct CertCache {
     cache: TtlCache<Cached>,
+    /// How many times a chain was hashed to look its verdict up, and how many verdicts were
+    /// computed: what the per-connection memo saves.
+    #[cfg(test)]
+    counts: Counts,
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub lookups: std::sync::atomic::AtomicUsize,
+    pub verifications: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for CertCache {
@@ -275,27 +352,74 @@ impl Default for CertCache {
     fn default() -> Self {
         Self {
             cache: TtlCache::new(4096),
+            #[cfg(test)]
+            counts: Counts::default(),
         }
     }
 }
 
 impl CertCache {
-    /// The verdict on `chain` under `state`, computed at most once per chain and generation
-    /// while it stays valid.
-    pub fn verdict(&self, chain: &[CertificateDer<'static>], state: &CaState) -> Arc<Verdict> {
+    /// The verdict on `chain`, the certificate chain of the connection that `memo` belongs
+    /// to, under `state`: from the connection's memo while it holds, else from the cache
+    /// shared by all connections, computed at most once per chain and generation while it
+    /// stays valid.
+    pub fn verdict(
+        &self,
+        chain: &Arc<[CertificateDer<'static>]>,
+        memo: &VerdictMemo,
+        state: &CaState,
+    ) -> Arc<Verdict> {
+        self.verdict_at(chain, memo, state, Instant::now(), SystemTime::now())
+    }
+
+    /// [`Self::verdict`] at the monotonic instant `now` and the wall-clock time `wall`.
+    pub(super) fn verdict_at(
+        &self,
+        chain: &Arc<[CertificateDer<'static>]>,
+        memo: &VerdictMemo,
+        state: &CaState,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Arc<Verdict> {
+        if let Some(verdict) = memo.get(chain, state.generation, now) {
+            return verdict;
+        }
+        let cached = self.shared_verdict(chain, state, now, wall);
+        let verdict = Arc::clone(&cached.verdict);
+        memo.set(chain, cached);
+        verdict
+    }
+
+    fn shared_verdict(
+        &self,
+        chain: &[CertificateDer<'static>],
+        state: &CaState,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Cached {
+        #[cfg(test)]
+        self.counts
+            .lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut key = KeyBuilder::new("x509-chain");
         for cert in chain {
             key.field(cert.as_ref());
         }
         let key = key.finish();
-        let now = Instant::now();
         if let Some(hit) = self.cache.get(&key, now)
             && hit.generation == state.generation
         {
-            return hit.verdict;
+            return hit;
         }
-        let wall = SystemTime::now();
-        let verdict = Arc::new(verify(chain, state, UnixTime::now()));
+        #[cfg(test)]
+        self.counts
+            .verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let unix = UnixTime::since_unix_epoch(
+            wall.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        let verdict = Arc::new(verify(chain, state, unix));
         let accepted =
             matches!(verdict.front_proxy, Some(Ok(()))) || matches!(verdict.client, Some(Ok(_)));
         let ttl = if accepted {
@@ -305,16 +429,19 @@ impl CertCache {
         } else {
             REJECTION_AGE
         };
-        self.cache.insert(
-            key,
-            Cached {
-                generation: state.generation,
-                verdict: Arc::clone(&verdict),
-            },
-            now,
-            ttl,
-        );
-        verdict
+        let cached = Cached {
+            generation: state.generation,
+            // `ttl` is at most MAX_VERDICT_AGE; should the clock end sooner, nothing is reused.
+            expires: now.checked_add(ttl).unwrap_or(now),
+            verdict,
+        };
+        self.cache.insert(key, cached.clone(), now, ttl);
+        cached
+    }
+
+    #[cfg(test)]
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 }
 
