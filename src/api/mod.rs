@@ -37,7 +37,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use crate::cluster::{ClusterState, PodInfo};
 use crate::selector::{FieldSelector, LabelSelector, Operator};
 use crate::status::Status;
-use crate::store::{JOIN_BATCH, PodUsage, Store};
+use crate::store::{CopiedUsage, JOIN_BATCH, PodValues, Store, UsageBatch};
 
 pub use discovery::VersionInfo;
 pub use encode::ApiVersion;
@@ -417,9 +417,9 @@ async fn resources(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 }
             }
             Ok(opts) => {
-                let items = list_pods(state, namespace, &opts.labels, &opts.fields);
-                observe(state, &items);
-                write_list(items, ctx, view).await
+                let list = list_pods(state, namespace, &opts.labels, &opts.fields);
+                observe(state, &list.items());
+                write_list(list, ctx, view).await
             }
         },
     }
@@ -464,7 +464,7 @@ fn stream_pods_json(
         out: Vec::with_capacity(CHUNK + CHUNK / 8),
         first: true,
         batch: Vec::with_capacity(JOIN_BATCH),
-        usages: Vec::with_capacity(JOIN_BATCH),
+        usages: UsageBatch::default(),
     };
     encode::json_list_head::<PodItem>(&mut writer.out, ctx);
     state.cluster.for_each_pod(namespace, |pod| {
@@ -482,17 +482,6 @@ fn stream_pods_json(
     writer.chunks
 }
 
-/// Appends to `usages` the usage of each of `pods` (in the cluster's order), `None` where
-/// there is none, by the store's ordered join ([`Store::join_sorted`]). Only the usage is
-/// taken under the store's locks; the caller encodes after they are released.
-fn join_usages(store: &Store, pods: &[Arc<PodInfo>], usages: &mut Vec<Option<Arc<PodUsage>>>) {
-    store.join_sorted(
-        pods,
-        |p| p.key(),
-        |_, served| usages.push(served.map(|s| Arc::clone(s.usage))),
-    );
-}
-
 /// The state of [`stream_pods_json`]: the pieces written so far and the batch of matching
 /// pods not yet joined with their usage.
 struct PodJsonWriter<'a> {
@@ -503,28 +492,34 @@ struct PodJsonWriter<'a> {
     out: Vec<u8>,
     first: bool,
     batch: Vec<Arc<PodInfo>>,
-    usages: Vec<Option<Arc<PodUsage>>>,
+    usages: UsageBatch,
 }
 
 impl PodJsonWriter<'_> {
     /// Joins the batch with the store and writes the pods that have usage.
     fn flush(&mut self) {
-        join_usages(&self.state.store, &self.batch, &mut self.usages);
-        for (pod, usage) in self.batch.drain(..).zip(self.usages.drain(..)) {
-            let Some(usage) = usage else { continue };
+        self.state
+            .store
+            .join_values(&self.batch, |p| p.key(), &mut self.usages);
+        for (i, pod) in self.batch.iter().enumerate() {
+            let Some(usage) = self.usages.get(i) else {
+                continue;
+            };
             if let Some(observer) = &self.state.observer {
-                observer.metric_freshness(self.now.saturating_sub(usage.timestamp_ns) as f64 / 1e9);
+                let timestamp_ns = usage.time().0;
+                observer.metric_freshness(self.now.saturating_sub(timestamp_ns) as f64 / 1e9);
             }
             if !self.first {
                 self.out.push(b',');
             }
             self.first = false;
-            encode::json_item(&mut self.out, &(&*pod, &*usage), self.ctx, false);
+            encode::json_item(&mut self.out, &(&**pod, usage), self.ctx, false);
             if self.out.len() >= CHUNK {
                 let full = std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK + CHUNK / 8));
                 self.chunks.push(Bytes::from(full));
             }
         }
+        self.batch.clear();
     }
 }
 
@@ -715,11 +710,35 @@ fn write<I: Item>(shape: Shape<'_, I>, ctx: &Ctx, view: &View) -> Response {
     }
 }
 
-async fn write_list<I: Item + Send + 'static>(items: Vec<I>, ctx: Ctx, view: View) -> Response {
-    if items.len() <= BLOCKING_THRESHOLD {
-        return write(Shape::List(&items), &ctx, &view);
+/// A list's items, owned, so that a large list can be written on a blocking thread.
+trait OwnedList: Send + 'static {
+    fn len(&self) -> usize;
+    fn write(&self, ctx: &Ctx, view: &View) -> Response;
+}
+
+impl<I: Item + Send + 'static> OwnedList for Vec<I> {
+    fn len(&self) -> usize {
+        self.len()
     }
-    match tokio::task::spawn_blocking(move || write(Shape::List(&items), &ctx, &view)).await {
+    fn write(&self, ctx: &Ctx, view: &View) -> Response {
+        write(Shape::List(self), ctx, view)
+    }
+}
+
+impl OwnedList for PodList {
+    fn len(&self) -> usize {
+        self.pods.len()
+    }
+    fn write(&self, ctx: &Ctx, view: &View) -> Response {
+        write(Shape::List(&self.items()), ctx, view)
+    }
+}
+
+async fn write_list(items: impl OwnedList, ctx: Ctx, view: View) -> Response {
+    if items.len() <= BLOCKING_THRESHOLD {
+        return items.write(&ctx, &view);
+    }
+    match tokio::task::spawn_blocking(move || items.write(&ctx, &view)).await {
         Ok(res) => res,
         Err(e) => status_response(Status::internal(format!("encoding the list failed: {e}"))),
     }
@@ -780,13 +799,33 @@ pub fn list_nodes(
         .collect()
 }
 
+/// The pods a list serves, with a copy of their usage: what [`list_pods`] collects. The
+/// usage is copied out of the store, not referenced, so that collecting a large list takes
+/// no reference count per pod (see [`UsageBatch`]).
+pub struct PodList {
+    /// The matching pods; those the store serves no usage for are skipped by `items`.
+    pods: Vec<Arc<PodInfo>>,
+    usages: UsageBatch,
+}
+
+impl PodList {
+    /// The pods with usage, sorted by namespace and name, borrowed for encoding.
+    pub fn items(&self) -> Vec<(&PodInfo, CopiedUsage<'_>)> {
+        self.pods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((&**p, self.usages.get(i)?)))
+            .collect()
+    }
+}
+
 /// Running pods matching the selectors that have usage, sorted by namespace and name.
 pub fn list_pods(
     state: &ApiState,
     namespace: Option<&str>,
     labels: &LabelSelector,
     fields: &FieldSelector,
-) -> Vec<PodItem> {
+) -> PodList {
     let namespace = namespace.or(fields.required_value("metadata.namespace"));
     let matches = |p: &PodInfo| pod_matches(p, labels, fields);
     let pinned = pinned_label(labels);
@@ -806,12 +845,9 @@ pub fn list_pods(
         }
         _ => state.cluster.for_each_pod(namespace, keep),
     }
-    let mut usages = Vec::with_capacity(pods.len());
-    join_usages(&state.store, &pods, &mut usages);
-    pods.into_iter()
-        .zip(usages)
-        .filter_map(|(p, usage)| Some((p, usage?)))
-        .collect()
+    let mut usages = UsageBatch::default();
+    state.store.join_values(&pods, |p| p.key(), &mut usages);
+    PodList { pods, usages }
 }
 
 #[cfg(test)]
