@@ -148,8 +148,7 @@ fn benches(c: &mut Criterion) {
         black_box(list_pods(&state, Some("namespace-042"), &sel, &none));
     }
     let scan = (process_cpu() - cpu) / rounds;
-    let list = list_pods(&state, Some("namespace-042"), &sel, &none);
-    let items = list.items();
+    let items = list_pods(&state, Some("namespace-042"), &sel, &none);
     let ctx = Ctx::new(ApiVersion::V1beta1, 1_700_000_000);
     let cpu = process_cpu();
     for _ in 0..rounds {

@@ -37,7 +37,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use crate::cluster::{ClusterState, PodInfo};
 use crate::selector::{FieldSelector, LabelSelector, Operator};
 use crate::status::Status;
-use crate::store::{CopiedUsage, JOIN_BATCH, PodValues, Store, UsageBatch};
+use crate::store::{JOIN_BATCH, PodValues, Store, UsageBatch};
 
 pub use discovery::VersionInfo;
 pub use encode::ApiVersion;
@@ -417,9 +417,9 @@ async fn resources(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 }
             }
             Ok(opts) => {
-                let list = list_pods(state, namespace, &opts.labels, &opts.fields);
-                observe(state, &list.items());
-                write_list(list, ctx, view).await
+                let items = list_pods(state, namespace, &opts.labels, &opts.fields);
+                observe(state, &items);
+                write_list(items, ctx, view).await
             }
         },
     }
@@ -710,35 +710,11 @@ fn write<I: Item>(shape: Shape<'_, I>, ctx: &Ctx, view: &View) -> Response {
     }
 }
 
-/// A list's items, owned, so that a large list can be written on a blocking thread.
-trait OwnedList: Send + 'static {
-    fn len(&self) -> usize;
-    fn write(&self, ctx: &Ctx, view: &View) -> Response;
-}
-
-impl<I: Item + Send + 'static> OwnedList for Vec<I> {
-    fn len(&self) -> usize {
-        self.len()
-    }
-    fn write(&self, ctx: &Ctx, view: &View) -> Response {
-        write(Shape::List(self), ctx, view)
-    }
-}
-
-impl OwnedList for PodList {
-    fn len(&self) -> usize {
-        self.pods.len()
-    }
-    fn write(&self, ctx: &Ctx, view: &View) -> Response {
-        write(Shape::List(&self.items()), ctx, view)
-    }
-}
-
-async fn write_list(items: impl OwnedList, ctx: Ctx, view: View) -> Response {
+async fn write_list<I: Item + Send + 'static>(items: Vec<I>, ctx: Ctx, view: View) -> Response {
     if items.len() <= BLOCKING_THRESHOLD {
-        return items.write(&ctx, &view);
+        return write(Shape::List(&items), &ctx, &view);
     }
-    match tokio::task::spawn_blocking(move || items.write(&ctx, &view)).await {
+    match tokio::task::spawn_blocking(move || write(Shape::List(&items), &ctx, &view)).await {
         Ok(res) => res,
         Err(e) => status_response(Status::internal(format!("encoding the list failed: {e}"))),
     }
@@ -799,33 +775,13 @@ pub fn list_nodes(
         .collect()
 }
 
-/// The pods a list serves, with a copy of their usage: what [`list_pods`] collects. The
-/// usage is copied out of the store, not referenced, so that collecting a large list takes
-/// no reference count per pod (see [`UsageBatch`]).
-pub struct PodList {
-    /// The matching pods; those the store serves no usage for are skipped by `items`.
-    pods: Vec<Arc<PodInfo>>,
-    usages: UsageBatch,
-}
-
-impl PodList {
-    /// The pods with usage, sorted by namespace and name, borrowed for encoding.
-    pub fn items(&self) -> Vec<(&PodInfo, CopiedUsage<'_>)> {
-        self.pods
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((&**p, self.usages.get(i)?)))
-            .collect()
-    }
-}
-
 /// Running pods matching the selectors that have usage, sorted by namespace and name.
 pub fn list_pods(
     state: &ApiState,
     namespace: Option<&str>,
     labels: &LabelSelector,
     fields: &FieldSelector,
-) -> PodList {
+) -> Vec<PodItem> {
     let namespace = namespace.or(fields.required_value("metadata.namespace"));
     let matches = |p: &PodInfo| pod_matches(p, labels, fields);
     let pinned = pinned_label(labels);
@@ -845,9 +801,19 @@ pub fn list_pods(
         }
         _ => state.cluster.for_each_pod(namespace, keep),
     }
-    let mut usages = UsageBatch::default();
-    state.store.join_values(&pods, |p| p.key(), &mut usages);
-    PodList { pods, usages }
+    // A reference per pod, not a copy into a `UsageBatch`: the HPA's 50-pod query comes
+    // here, and with copies it measured 2 to 4 µs slower (fresh buffers per request). The
+    // large JSON lists stream (see `streams`); protobuf and Table lists still take these.
+    let mut usages = Vec::with_capacity(pods.len());
+    state.store.join_sorted(
+        &pods,
+        |p| p.key(),
+        |_, served| usages.push(served.map(|s| Arc::clone(s.usage))),
+    );
+    pods.into_iter()
+        .zip(usages)
+        .filter_map(|(p, usage)| Some((p, usage?)))
+        .collect()
 }
 
 #[cfg(test)]
