@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, btree_map};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::iter::Peekable;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -103,6 +103,134 @@ pub struct PodUsage {
     pub window: Duration,
     /// Sorted by container name.
     pub containers: Box<[ContainerUsage]>,
+}
+
+/// What the metrics API's encoders read of a served pod's usage: the store's own
+/// [`PodUsage`], or the copy a [`UsageBatch`] holds.
+pub trait PodValues {
+    /// The usage's timestamp (ns since the epoch) and window.
+    fn time(&self) -> (i64, Duration);
+    /// Each container's name, CPU rate in nanocores and memory bytes, sorted by name.
+    fn containers(&self) -> impl Iterator<Item = (&str, u64, u64)>;
+}
+
+impl PodValues for PodUsage {
+    fn time(&self) -> (i64, Duration) {
+        (self.timestamp_ns, self.window)
+    }
+    fn containers(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.containers
+            .iter()
+            .map(|c| (&*c.name, c.cpu_nanocores, c.memory_bytes))
+    }
+}
+
+impl<T: PodValues + ?Sized> PodValues for &T {
+    fn time(&self) -> (i64, Duration) {
+        (**self).time()
+    }
+    fn containers(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        (**self).containers()
+    }
+}
+
+impl<T: PodValues + ?Sized> PodValues for Arc<T> {
+    fn time(&self) -> (i64, Duration) {
+        (**self).time()
+    }
+    fn containers(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        (**self).containers()
+    }
+}
+
+/// The served usage of a batch of listed pods, copied out of the store by
+/// [`Store::join_values`], so that a list is encoded after the store's locks are released
+/// without taking a reference per pod (an atomic increment, and later a decrement, on a
+/// cache line nothing else writes) and without an allocation per pod: the copies are plain
+/// values in buffers kept from batch to batch.
+#[derive(Debug, Default)]
+pub struct UsageBatch {
+    /// One per listed pod, `None` where the store serves no usage for it.
+    pods: Vec<Option<PodCopy>>,
+    containers: Vec<ContainerCopy>,
+    /// The containers' names, end to end.
+    names: String,
+}
+
+#[derive(Debug)]
+struct PodCopy {
+    timestamp_ns: i64,
+    window: Duration,
+    /// Its containers in [`UsageBatch::containers`].
+    containers: Range<usize>,
+}
+
+#[derive(Debug)]
+struct ContainerCopy {
+    /// Its name in [`UsageBatch::names`].
+    name: Range<usize>,
+    cpu_nanocores: u64,
+    memory_bytes: u64,
+}
+
+/// One pod's usage in a [`UsageBatch`].
+#[derive(Debug, Clone, Copy)]
+pub struct CopiedUsage<'b> {
+    batch: &'b UsageBatch,
+    pod: &'b PodCopy,
+}
+
+impl UsageBatch {
+    fn clear(&mut self) {
+        self.pods.clear();
+        self.containers.clear();
+        self.names.clear();
+    }
+
+    fn push(&mut self, usage: Option<&PodUsage>) {
+        let copy = usage.map(|u| {
+            let start = self.containers.len();
+            self.containers.extend(u.containers.iter().map(|c| {
+                let name_start = self.names.len();
+                self.names.push_str(&c.name);
+                ContainerCopy {
+                    name: name_start..self.names.len(),
+                    cpu_nanocores: c.cpu_nanocores,
+                    memory_bytes: c.memory_bytes,
+                }
+            }));
+            PodCopy {
+                timestamp_ns: u.timestamp_ns,
+                window: u.window,
+                containers: start..self.containers.len(),
+            }
+        });
+        self.pods.push(copy);
+    }
+
+    /// The usage of the `i`th pod of the last join, `None` where the store served none.
+    pub fn get(&self, i: usize) -> Option<CopiedUsage<'_>> {
+        let pod = self.pods.get(i)?.as_ref()?;
+        Some(CopiedUsage { batch: self, pod })
+    }
+}
+
+impl PodValues for CopiedUsage<'_> {
+    fn time(&self) -> (i64, Duration) {
+        (self.pod.timestamp_ns, self.pod.window)
+    }
+    fn containers(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        let names = self.batch.names.as_str();
+        self.batch
+            .containers
+            .get(self.pod.containers.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(move |c| {
+                let name = names.get(c.name.clone()).unwrap_or_default();
+                (name, c.cpu_nanocores, c.memory_bytes)
+            })
+    }
 }
 
 /// A pod the store serves, as a join hands it out: borrowed under the store's read locks.
@@ -965,6 +1093,21 @@ impl Store {
         }
     }
 
+    /// [`Store::join_sorted`], keeping a copy of each pod's served usage: afterwards
+    /// `batch.get(i)` is the usage of `pods[i]`. What the batch held before is dropped.
+    pub fn join_values<P>(
+        &self,
+        pods: &[P],
+        key: impl Fn(&P) -> (&str, &str),
+        batch: &mut UsageBatch,
+    ) {
+        batch.clear();
+        batch.pods.reserve(pods.len());
+        self.join_sorted(pods, key, |_, served| {
+            batch.push(served.map(|s| &**s.usage))
+        });
+    }
+
     fn walk_batch<P>(
         &self,
         pods: &[P],
@@ -1789,6 +1932,77 @@ mod tests {
             .collect()
     }
 
+    /// A pod's served values, owned, whichever [`PodValues`] they are read from.
+    type Values = (i64, Duration, Vec<(String, u64, u64)>);
+
+    fn values(v: &impl PodValues) -> Values {
+        let (timestamp_ns, window) = v.time();
+        let containers = v
+            .containers()
+            .map(|(name, cpu, memory)| (name.to_owned(), cpu, memory))
+            .collect();
+        (timestamp_ns, window, containers)
+    }
+
+    /// What [`Store::join_values`] copies for each pod, read back from `batch`.
+    fn copied(s: &Store, wanted: &[(&str, &str)], batch: &mut UsageBatch) -> Vec<Option<Values>> {
+        s.join_values(wanted, |p| *p, batch);
+        let copies = (0..wanted.len())
+            .map(|i| batch.get(i).map(|u| values(&u)))
+            .collect();
+        assert!(batch.get(wanted.len()).is_none(), "one entry per pod given");
+        copies
+    }
+
+    /// The values [`join`] hands out, by reference to the store's own.
+    fn served_values(joined: &[Option<(Arc<str>, Arc<PodUsage>)>]) -> Vec<Option<Values>> {
+        joined
+            .iter()
+            .map(|j| j.as_ref().map(|(_, u)| values(&**u)))
+            .collect()
+    }
+
+    #[test]
+    fn join_values_copies_each_pods_containers() {
+        let s = store();
+        s.ingest("n", &ab(T0, 0, 0));
+        s.ingest("n", &ab(T0 + 10 * S, 2 * S as u64, S as u64));
+        s.ingest(
+            "m",
+            &page(None, vec![cp("ns", "q", "only", point(T0, 0, 5, OLD))]),
+        );
+        let listed = [("ns", "a"), ("ns", "p"), ("ns", "q"), ("ns", "p")];
+        let mut batch = UsageBatch::default();
+        let p = Some((
+            T0 + 10 * S,
+            Duration::from_secs(10),
+            vec![
+                ("a".to_owned(), 200_000_000, 1),
+                ("b".to_owned(), 100_000_000, 1),
+            ],
+        ));
+        assert_eq!(copied(&s, &listed, &mut batch), [None, p.clone(), None, p]);
+        // The batch is reused: the next join's copies replace the last one's.
+        s.ingest(
+            "m",
+            &page(
+                None,
+                vec![cp(
+                    "ns",
+                    "q",
+                    "only",
+                    point(T0 + 10 * S, 5 * S as u64, 6, OLD),
+                )],
+            ),
+        );
+        let q = Some((
+            T0 + 10 * S,
+            Duration::from_secs(10),
+            vec![("only".to_owned(), 500_000_000, 6)],
+        ));
+        assert_eq!(copied(&s, &listed[2..3], &mut batch), [q]);
+    }
+
     #[test]
     fn sorted_join_follows_churn_over_several_batches() {
         let s = store();
@@ -1833,6 +2047,8 @@ mod tests {
         listed.sort_unstable();
         let all = join(&s, &listed);
         assert_eq!(all, looked_up(&s, &listed));
+        let mut batch = UsageBatch::default();
+        assert_eq!(copied(&s, &listed, &mut batch), served_values(&all));
         assert_eq!(all.iter().flatten().count(), 2_400);
 
         // Churn: node-1 goes, node-2 fails its scrape, node-3 drops the pods ending in 7 and
@@ -1858,6 +2074,7 @@ mod tests {
         listed.sort_unstable();
         let churned = join(&s, &listed);
         assert_eq!(churned, looked_up(&s, &listed));
+        assert_eq!(copied(&s, &listed, &mut batch), served_values(&churned));
         // node-0's 600 pods but the one gone (the moved one is served from node-3), node-3's
         // 600 less its 60 dropped; the fresh
         // pods have one point only and are not served yet.

@@ -17,7 +17,7 @@ use super::wire::{
 };
 use crate::cluster::{LabelSet, NodeInfo, PodInfo};
 use crate::duration;
-use crate::store::{PodUsage, Usage};
+use crate::store::{PodUsage, PodValues, Usage};
 
 /// The served versions of `metrics.k8s.io`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -251,11 +251,11 @@ impl Message for ContainerMsg<'_> {
 }
 
 /// A pod and its usage, owned ([`PodItem`]) or borrowed while the cluster state and the
-/// store are being visited.
+/// store are being visited, the usage the store's own or a copy ([`PodValues`]).
 impl<P, U> Item for (P, U)
 where
     P: std::ops::Deref<Target = PodInfo>,
-    U: std::ops::Deref<Target = PodUsage>,
+    U: PodValues,
 {
     const KIND: &'static str = "PodMetrics";
     const LIST_KIND: &'static str = "PodMetricsList";
@@ -267,38 +267,35 @@ where
         }
     }
     fn time(&self) -> (i64, Duration) {
-        (self.1.timestamp_ns, self.1.window)
+        self.1.time()
     }
     fn json_usage(&self, out: &mut Vec<u8>) {
         json_key(out, "containers");
         out.push(b'[');
-        for (i, c) in self.1.containers.iter().enumerate() {
+        for (i, (name, cpu, memory)) in self.1.containers().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"name\":");
-            json_str(out, &c.name);
+            json_str(out, name);
             out.extend_from_slice(b",\"usage\":");
-            json_resources(out, c.cpu_nanocores, c.memory_bytes);
+            json_resources(out, cpu, memory);
             out.push(b'}');
         }
         out.push(b']');
     }
     fn proto_usage<S: Sink>(&self, s: &mut S) {
-        for c in self.1.containers.iter() {
+        for (name, cpu, memory) in self.1.containers() {
             let msg = ContainerMsg {
-                name: &c.name,
-                usage: Resources::new(c.cpu_nanocores, c.memory_bytes),
+                name,
+                usage: Resources::new(cpu, memory),
             };
             s.message(4, &msg);
         }
     }
     fn totals(&self) -> (u128, u128) {
-        self.1.containers.iter().fold((0, 0), |(cpu, mem), c| {
-            (
-                cpu + u128::from(c.cpu_nanocores),
-                mem + u128::from(c.memory_bytes),
-            )
+        self.1.containers().fold((0, 0), |(cpu, mem), (_, c, m)| {
+            (cpu + u128::from(c), mem + u128::from(m))
         })
     }
 }
