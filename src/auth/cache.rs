@@ -13,7 +13,7 @@
 //!   task so that a caller that gives up does not strand the others;
 //! - an entry the caller marks renewable (an authenticated token, an allowed request) is
 //!   fetched again in the background when used during the last quarter of its TTL
-//!   ([`REFRESH_AHEAD`]), once, while callers keep getting the cached answer: a credential in
+//!   (`REFRESH_AHEAD`), once, while callers keep getting the cached answer: a credential in
 //!   steady use (the HPA's) never makes a request wait for a review. Every answer is still
 //!   within its TTL, and one that fails to renew expires when it would have. Rejections and
 //!   denials are not renewed: they hold for exactly their TTL, as in k8s.io/apiserver.
@@ -149,7 +149,7 @@ impl<V: Clone, E> TtlCache<V, E> {
         self.insert_renewable(key, value, now, ttl, false);
     }
 
-    /// [`Self::insert`]; with `renew`, a hit in the last [`REFRESH_AHEAD`]th of `ttl`
+    /// [`Self::insert`]; with `renew`, a hit in the last `REFRESH_AHEAD`th of `ttl`
     /// renews the entry (see [`Self::get_or_fetch`]).
     fn insert_renewable(&self, key: Key, value: V, now: Instant, ttl: Duration, renew: bool) {
         if ttl.is_zero() {
@@ -186,7 +186,7 @@ impl<V: Clone, E> TtlCache<V, E> {
     }
 
     /// The value under `key` unless expired at `now`, and whether this caller should refresh
-    /// it: the first to find it in its last [`REFRESH_AHEAD`]th claims the refresh.
+    /// it: the first to find it in its last `REFRESH_AHEAD`th claims the refresh.
     fn get_claiming_refresh(&self, key: &Key, now: Instant) -> Option<(V, bool)> {
         let shard = self.shards.get(shard_of(key))?;
         {
@@ -228,7 +228,7 @@ where
     /// missing on the same key share one fetch; `aborted` is the error they see if that
     /// fetch's task dies (a panic, or the runtime shutting down). `now` is the caller's
     /// clock (`Instant::now()`). An answer for which `renew` is true is renewed in the
-    /// background by the first hit in the last [`REFRESH_AHEAD`]th of its TTL.
+    /// background by the first hit in the last `REFRESH_AHEAD`th of its TTL.
     pub async fn get_or_fetch<Fut>(
         self: &Arc<Self>,
         now: Instant,
