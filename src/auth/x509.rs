@@ -12,7 +12,7 @@
 //!   allow client authentication (Go's `x509.ExtKeyUsageClientAuth` rule);
 //! - a verdict is computed once per distinct chain and CA generation and then served from a
 //!   cache shared by all connections until the earliest `notAfter` of the chain (at most
-//!   [`MAX_VERDICT_AGE`]; a rejection for [`REJECTION_AGE`]);
+//!   `MAX_VERDICT_AGE`; a rejection for `REJECTION_AGE`);
 //! - each connection keeps its chain's verdict ([`VerdictMemo`]) under the same generation
 //!   and expiry, so the hot path (the aggregator's front-proxy certificate on every request
 //!   over a few long-lived connections) neither hashes the chain nor touches the shared
