@@ -55,7 +55,7 @@ use crate::status::Status;
 use crate::tls::ClientAuth;
 
 use authz::Authorizer;
-use sources::{SourceError, Sources};
+use sources::{CaState, SourceError, Sources};
 use token::{TokenAnswer, TokenAuthenticator, TokenError};
 use webhook::RetryPolicy;
 use x509::CertCache;
@@ -225,9 +225,11 @@ impl Auth {
         ))
     }
 
-    /// Who sent the request, if anyone.
+    /// Who sent the request, if anyone, judged by the CA `state` the caller also uses to
+    /// clear the request-header headers, so that one request sees one set of CAs and names.
     async fn authenticate(
         &self,
+        state: &CaState,
         conn: Option<&ConnInfo>,
         headers: &HeaderMap,
         anonymous_allowed: bool,
@@ -237,8 +239,7 @@ impl Auth {
         if let Some((chain, memo)) =
             conn.and_then(|c| Some((c.peer_certificates.as_ref()?, &c.cert_verdict)))
         {
-            let state = self.sources.current();
-            let verdict = self.certs.verdict(chain, memo, &state);
+            let verdict = self.certs.verdict(chain, memo, state);
             if let (Some(front_proxy), Some(rh)) = (&verdict.front_proxy, &state.request_header) {
                 match front_proxy {
                     Ok(()) => match rh.user(headers) {
@@ -292,14 +293,15 @@ async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> R
     };
     let anonymous_allowed =
         !info.is_resource_request && auth.authorizer.allow_paths().matches(&info.path);
+    let state = auth.sources.current();
     let authenticated = auth
         .authenticate(
+            &state,
             req.extensions().get::<ConnInfo>(),
             req.headers(),
             anonymous_allowed,
         )
         .await;
-    let state = auth.sources.current();
     let headers = req.headers_mut();
     headers.remove(http::header::AUTHORIZATION);
     requestheader::clear(headers, state.request_header.as_ref());
