@@ -13,7 +13,7 @@
 
 use std::fmt::{self, Write as _};
 
-/// The longest text [`format`] can produce, e.g. `-1.2345678901234567e-308` (24 bytes).
+/// The longest text [`format()`] can produce, e.g. `-1.2345678901234567e-308` (24 bytes).
 pub const MAX_LEN: usize = 32;
 
 /// The formatted text of one float, held on the stack.

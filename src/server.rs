@@ -17,7 +17,7 @@
 //!    tick would only delay the first two points, and one run beside a large cluster's first
 //!    pod list competes with it for the same threads; see [`run_scraper`]). Scraping and the
 //!    watchers run on a runtime of their own, so that a tick's decoding never queues ahead of
-//!    an API request (see [`scraping_runtime`]).
+//!    an API request (see `scraping_runtime`).
 //!
 //! Shutdown (SIGTERM or SIGINT): the `shutdown` readiness check fails first, then the listener
 //! closes and in-flight requests finish, then the scraper and watchers stop.

@@ -1072,7 +1072,7 @@ impl Store {
     /// [`JOIN_BATCH`] at a time under every shard's read lock, and `f` runs under those locks
     /// (it must be short and must not call back into the store), so ingests wait at most one
     /// batch. A pod given out of order is still answered, by a lookup; fewer than
-    /// [`JOIN_POINT_LOOKUPS`] pods are answered by lookups, which lock one shard each.
+    /// `JOIN_POINT_LOOKUPS` pods are answered by lookups, which lock one shard each.
     pub fn join_sorted<P>(
         &self,
         pods: &[P],

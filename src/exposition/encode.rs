@@ -7,7 +7,7 @@
 //! and writing it holds none, so a slow scraper (the body is streamed with back-pressure)
 //! never holds up a scrape or a watcher.
 //!
-//! [`write`] then writes, family by family, through an [`Output`] that cuts the body into
+//! [`write()`] then writes, family by family, through an [`Output`] that cuts the body into
 //! chunks of about [`CHUNK`] bytes, gzipped or not, and hands each to a sink; a sink that
 //! reports the client gone stops the work. Nothing is allocated per series: kubelet samples
 //! are copied from their pages piece by piece, numbers are written as decimal digits.

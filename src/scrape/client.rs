@@ -246,7 +246,7 @@ pub(crate) struct Fetched {
 }
 
 /// Issues kubelet requests over kept-alive connections, at most `idle_budget` of them idle at
-/// once (see [`super::pool`]).
+/// once (see the `pool` module).
 #[derive(Clone)]
 pub struct KubeletClient {
     connector: HttpsConnector<HttpConnector>,

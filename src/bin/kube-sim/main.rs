@@ -104,7 +104,7 @@ struct Args {
     #[arg(long, value_name = "GROUP=URL[,ca=FILE,name=HOST]")]
     aggregate: Vec<BackendSpec>,
     /// A kubelet fault from the start: NODE=KIND with KIND one of slow:DURATION, hang,
-    /// http500, truncated, garbage, wrong-san, wrong-ca, refused, huge[:BYTES]. Repeatable.
+    /// http500, truncated, garbage, wrong-san, wrong-ca, refused, `huge[:BYTES]`. Repeatable.
     #[arg(long, value_name = "NODE=KIND", value_parser = parse_fault_flag)]
     fault: Vec<FaultFlag>,
     /// Pods replaced (one deleted, one created) per minute.
