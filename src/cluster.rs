@@ -4,10 +4,12 @@
 //! product feature. Reads never take a global lock: nodes are sharded by name and pods by
 //! namespace, so the HPA's "pods in one namespace" query touches one shard.
 //!
-//! Each namespace's pods carry a change generation, so that a reader holding something
-//! derived from them (the API's label index) can tell with one lookup whether it is current.
+//! Each namespace's pods carry a change generation and a bounded log of the pods changed
+//! lately, so that a reader holding something derived from them (the API's label index) can
+//! tell with one lookup whether it is current, and catch up from the changed pods alone
+//! ([`ClusterState::changes_since`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -137,28 +139,72 @@ impl PodInfo {
 /// The source of every namespace's generation. One counter for all namespaces (and all
 /// [`ClusterState`]s) means a value is never handed out twice, so a namespace that is emptied,
 /// dropped and re-created cannot come back with a generation a reader has already seen. It
-/// is only taken when a pod changes, never on a read.
+/// is only taken when a pod changes, never on a read, and always under the namespace's shard
+/// write lock, so a namespace created anew (or re-listed) starts above every generation its
+/// earlier self had: [`ClusterState::changes_since`] relies on that.
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
-/// One namespace's pods, in name order, and their generation. Not `Clone`: a copy would share
-/// its generation with the original while the two could change apart.
+/// A namespace's change log keeps the last eighth of its pod count in changes, within these
+/// bounds. Past roughly that many changes a reader following them touches about as much as
+/// one reading the namespace afresh, so a longer log would save little; the bounds let small
+/// namespaces follow a burst, and cap a large one's log at about 70 KiB (names included).
+pub const CHANGE_LOG_MIN: usize = 8;
+pub const CHANGE_LOG_MAX: usize = 1024;
+
+/// One namespace's pods, in name order, their generation and the log of their changes. Not
+/// `Clone`: a copy would share its generation with the original while the two could change
+/// apart.
 struct NamespacePods {
     /// Replaced under the shard's write lock by every change to `pods`.
     generation: u64,
     pods: BTreeMap<Box<str>, Arc<PodInfo>>,
+    /// The name of each pod changed since `log_floor`, with the generation its change gave
+    /// the namespace, oldest first. Names, not pods: the log never keeps a removed pod alive.
+    log: VecDeque<(u64, Box<str>)>,
+    /// The generation the log reaches back to: every change after it is in `log`.
+    log_floor: u64,
 }
 
 impl NamespacePods {
-    fn new() -> Self {
+    /// Takes a new generation: to be called under the shard's write lock.
+    fn new(pods: BTreeMap<Box<str>, Arc<PodInfo>>) -> Self {
+        let generation = next_generation();
         Self {
-            generation: next_generation(),
-            pods: BTreeMap::new(),
+            generation,
+            pods,
+            log: VecDeque::new(),
+            log_floor: generation,
         }
     }
 
-    /// To be called, under the shard's write lock, after every change to `pods`.
-    fn changed(&mut self) {
+    /// To be called, under the shard's write lock, after every change to the pod `name`.
+    fn changed(&mut self, name: Box<str>) {
         self.generation = next_generation();
+        self.log.push_back((self.generation, name));
+        let keep = (self.pods.len() / 8).clamp(CHANGE_LOG_MIN, CHANGE_LOG_MAX);
+        while self.log.len() > keep {
+            if let Some((generation, _)) = self.log.pop_front() {
+                self.log_floor = generation;
+            }
+        }
+    }
+}
+
+/// One pod's change, as [`ClusterState::changes_since`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodChange {
+    /// The pod as it is now: added or replaced since.
+    Present(Arc<PodInfo>),
+    /// The pod of this name is gone.
+    Removed(Box<str>),
+}
+
+impl PodChange {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Present(pod) => &pod.name,
+            Self::Removed(name) => name,
+        }
     }
 }
 
@@ -278,9 +324,10 @@ impl ClusterState {
         let mut guard = write(&self.pods[shard]);
         let ns = guard
             .entry(Arc::clone(&pod.namespace))
-            .or_insert_with(NamespacePods::new);
+            .or_insert_with(|| NamespacePods::new(BTreeMap::new()));
+        let name = pod.name.clone();
         ns.pods.insert(pod.name.clone(), Arc::new(pod));
-        ns.changed();
+        ns.changed(name);
     }
 
     /// Removes a pod; returns whether it was known.
@@ -289,35 +336,40 @@ impl ClusterState {
         let Some(ns) = guard.get_mut(namespace) else {
             return false;
         };
-        if ns.pods.remove(name).is_none() {
+        let Some((name, _)) = ns.pods.remove_entry(name) else {
             return false;
-        }
-        ns.changed();
+        };
+        ns.changed(name);
         if ns.pods.is_empty() {
             guard.remove(namespace);
         }
         true
     }
 
-    /// Replaces the whole pod set (a watcher's re-list). Every namespace gets a new generation,
-    /// since every pod is a new object. Returns the (namespace, name) of the pods that are gone.
+    /// Replaces the whole pod set (a watcher's re-list). Every namespace gets a new generation
+    /// and an empty change log, since every pod is a new object. Returns the (namespace, name)
+    /// of the pods that are gone.
     pub fn replace_pods(
         &self,
         pods: impl IntoIterator<Item = PodInfo>,
     ) -> Vec<(Arc<str>, Box<str>)> {
-        let mut fresh: Vec<HashMap<Arc<str>, NamespacePods>> =
-            (0..SHARDS).map(|_| HashMap::new()).collect();
+        type Pods = BTreeMap<Box<str>, Arc<PodInfo>>;
+        let mut fresh: Vec<HashMap<Arc<str>, Pods>> = (0..SHARDS).map(|_| HashMap::new()).collect();
         for p in pods {
             let shard = self.shard(&*p.namespace);
             fresh[shard]
                 .entry(Arc::clone(&p.namespace))
-                .or_insert_with(NamespacePods::new)
-                .pods
+                .or_default()
                 .insert(p.name.clone(), Arc::new(p));
         }
         let mut removed = Vec::new();
         for (lock, new) in self.pods.iter().zip(fresh) {
             let mut guard = write(lock);
+            // The generations are taken under the lock (see `GENERATIONS`).
+            let new = new
+                .into_iter()
+                .map(|(ns, pods)| (ns, NamespacePods::new(pods)))
+                .collect();
             let old = std::mem::replace(&mut *guard, new);
             for (ns, pods) in old {
                 let still = guard.get(&ns);
@@ -355,6 +407,43 @@ impl ClusterState {
             Some(ns) => (ns.generation, ns.pods.values().cloned().collect()),
             None => (0, Vec::new()),
         }
+    }
+
+    /// What changed in a namespace's pods since generation `since`, at which a reader holds
+    /// them: the current generation and, for each pod changed since, in name order, its
+    /// current state. Read under one lock, so the changes applied to the pods as they were at
+    /// `since` give the pods at the returned generation. No changes if `since` is current.
+    ///
+    /// `None` when the namespace's change log does not reach back to `since` (it keeps the
+    /// last eighth of the namespace's pod count in changes, within [`CHANGE_LOG_MIN`] and
+    /// [`CHANGE_LOG_MAX`]), or `since` is not a generation of the namespace as it is now (it
+    /// was re-listed, or dropped and re-created, since): the reader must then read the
+    /// namespace afresh ([`Self::snapshot_namespace`]).
+    pub fn changes_since(&self, namespace: &str, since: u64) -> Option<(u64, Vec<PodChange>)> {
+        let guard = read(&self.pods[self.shard(namespace)]);
+        let Some(ns) = guard.get(namespace) else {
+            return (since == 0).then(|| (0, Vec::new()));
+        };
+        if since == ns.generation {
+            return Some((since, Vec::new()));
+        }
+        if since < ns.log_floor || since > ns.generation {
+            return None;
+        }
+        let first = ns
+            .log
+            .partition_point(|(generation, _)| *generation <= since);
+        let mut names: Vec<&str> = ns.log.range(first..).map(|(_, name)| &**name).collect();
+        names.sort_unstable();
+        names.dedup();
+        let changes = names
+            .into_iter()
+            .map(|name| match ns.pods.get(name) {
+                Some(pod) => PodChange::Present(Arc::clone(pod)),
+                None => PodChange::Removed(name.into()),
+            })
+            .collect();
+        Some((ns.generation, changes))
     }
 
     /// Visits the pods of one namespace, or of all namespaces, in (namespace, name) order.
@@ -485,6 +574,94 @@ mod tests {
         let names: Vec<&str> = pods.iter().map(|p| &*p.name).collect();
         assert_eq!(names, ["a", "c"]);
         assert_eq!(state.snapshot_namespace("missing"), (0, Vec::new()));
+    }
+
+    #[test]
+    fn changes_since_names_each_changed_pod_once_with_its_state_now() {
+        let state = ClusterState::new();
+        assert_eq!(state.changes_since("ns", 0), Some((0, Vec::new())));
+        for name in ["a", "b", "c"] {
+            state.upsert_pod(pod("ns", name, "web"));
+        }
+        let since = state.pods_generation("ns");
+        assert_eq!(state.changes_since("ns", since), Some((since, Vec::new())));
+        // A new namespace's first reader has nothing to follow from.
+        assert_eq!(state.changes_since("ns", 0), None);
+        state.upsert_pod(pod("ns", "c", "db"));
+        state.upsert_pod(pod("ns", "d", "web"));
+        assert!(state.remove_pod("ns", "a"));
+        state.upsert_pod(pod("ns", "c", "cache"));
+        state.upsert_pod(pod("other", "a", "web"));
+        let (generation, changes) = state.changes_since("ns", since).unwrap();
+        assert_eq!(generation, state.pods_generation("ns"));
+        assert_eq!(
+            changes,
+            [
+                PodChange::Removed("a".into()),
+                PodChange::Present(state.pod("ns", "c").unwrap()),
+                PodChange::Present(state.pod("ns", "d").unwrap()),
+            ]
+        );
+        assert_eq!(changes[1].name(), "c");
+        // Only what came after `since`.
+        let later = state.pods_generation("ns");
+        state.upsert_pod(pod("ns", "b", "db"));
+        let (_, changes) = state.changes_since("ns", later).unwrap();
+        assert_eq!(changes, [PodChange::Present(state.pod("ns", "b").unwrap())]);
+
+        // A re-list starts the log afresh; so does a namespace dropped and re-created.
+        let before = state.pods_generation("ns");
+        state.replace_pods([pod("ns", "a", "web")]);
+        assert_eq!(state.changes_since("ns", before), None);
+        let relisted = state.pods_generation("ns");
+        assert!(state.remove_pod("ns", "a"));
+        assert_eq!(state.changes_since("ns", relisted), None);
+        state.upsert_pod(pod("ns", "a", "web"));
+        assert_eq!(state.changes_since("ns", relisted), None);
+    }
+
+    #[test]
+    fn the_change_log_is_bounded_and_keeps_no_removed_pod() {
+        let state = ClusterState::new();
+        for i in 0..40 {
+            state.upsert_pod(pod("ns", &format!("p{i:02}"), "web"));
+        }
+        let log = |state: &ClusterState| {
+            let guard = read(&state.pods[state.shard("ns")]);
+            let ns = &guard["ns"];
+            (ns.log.len(), ns.log_floor, ns.generation)
+        };
+        let start = state.pods_generation("ns");
+        // 5,000 changes to a namespace of 40 pods: the log keeps CHANGE_LOG_MIN of them
+        // (an eighth of 40 is less), and reaches back exactly that far.
+        let mut generations = Vec::new();
+        for i in 0..5_000 {
+            state.upsert_pod(pod("ns", &format!("p{:02}", i % 40), ["db", "web"][i % 2]));
+            generations.push(state.pods_generation("ns"));
+        }
+        let (len, floor, generation) = log(&state);
+        assert_eq!(len, CHANGE_LOG_MIN);
+        assert_eq!(floor, generations[5_000 - CHANGE_LOG_MIN - 1]);
+        assert_eq!(state.changes_since("ns", start), None);
+        assert_eq!(state.changes_since("ns", floor - 1), None);
+        let (now, changes) = state.changes_since("ns", floor).unwrap();
+        assert_eq!((now, changes.len()), (generation, CHANGE_LOG_MIN));
+
+        // A removed pod is only a name in the log: its object is freed.
+        let removed = Arc::downgrade(&state.pod("ns", "p17").unwrap());
+        let since = state.pods_generation("ns");
+        assert!(state.remove_pod("ns", "p17"));
+        assert!(removed.upgrade().is_none());
+        let (_, changes) = state.changes_since("ns", since).unwrap();
+        assert_eq!(changes, [PodChange::Removed("p17".into())]);
+
+        // A large namespace keeps an eighth of its pods in changes, up to CHANGE_LOG_MAX.
+        for i in 0..20_000 {
+            state.upsert_pod(pod("ns", &format!("q{i:05}"), "web"));
+        }
+        let count = state.snapshot_namespace("ns").1.len();
+        assert_eq!(log(&state).0, (count / 8).min(CHANGE_LOG_MAX));
+        assert_eq!(log(&state).0, CHANGE_LOG_MAX);
     }
 
     #[test]
