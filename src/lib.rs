@@ -6,6 +6,7 @@
 //! `exposition`. Nothing downstream calls back upstream. `server` wires the pieces together.
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod cluster;
@@ -25,3 +26,9 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod tls;
+
+/// The library's unit tests allocate through jemalloc too, as the binary does, so that
+/// [`allocator::AllocatorStats`] has figures to report under test.
+#[cfg(all(test, feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static TEST_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

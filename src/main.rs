@@ -17,7 +17,8 @@ use metrics_bridge::options::{Invocation, Options, VERSION};
 /// kept growing with free chunks it could not hand back (at 1,000 nodes and 1,500 pod
 /// replacements a minute RSS grew about 120 MiB/h while the live heap grew 23 MiB/h).
 /// jemalloc's size classes keep the two apart, and it returns freed pages after a decay.
-#[cfg(not(target_env = "msvc"))]
+/// Built with `--no-default-features`, the system allocator (heaptrack needs it).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

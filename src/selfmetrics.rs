@@ -14,7 +14,9 @@
 //!   `metrics_server_api_metric_freshness_seconds` (exponential buckets from 1 s by ×1.364,
 //!   observed for every node and pod the API returns). Unlike metrics-server, a node's series
 //!   leave as soon as the node leaves the cluster.
-//! - **the standard process metrics** (`process_*`), read from `/proc`.
+//! - **the standard process metrics** (`process_*`), read from `/proc`, and beside them the
+//!   allocator's own figures (`metrics_bridge_allocator_*_bytes`, with jemalloc), which tell
+//!   the live heap apart from resident memory the allocator keeps.
 //! - **metrics-bridge's own**, under `metrics_bridge_`: scrape failures by reason, bytes,
 //!   samples and parse time, the last tick, API requests by verb, resource and code with their
 //!   latency, exposition time and size, tracked nodes, pods and containers, readiness.
@@ -41,6 +43,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::allocator::AllocatorStats;
 use crate::api::{ApiObserver, RequestInfo};
 use crate::cluster::ClusterState;
 use crate::exposition::{self, ExpositionObserver, Format, Totals};
@@ -280,6 +283,7 @@ impl SelfMetrics {
             exposition: Arc::clone(&exposition),
         }));
         registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(AllocatorCollector));
         Self {
             registry,
             api,
@@ -1028,6 +1032,49 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// jemalloc's statistics (`metrics_bridge_allocator_*_bytes`); nothing without jemalloc.
+#[derive(Debug)]
+struct AllocatorCollector;
+
+impl Collector for AllocatorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> EncodeResult {
+        let Some(a) = AllocatorStats::read() else {
+            return Ok(());
+        };
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for (name, help, value) in [
+            (
+                "metrics_bridge_allocator_allocated_bytes",
+                "Bytes in live heap allocations (jemalloc stats.allocated).",
+                a.allocated,
+            ),
+            (
+                "metrics_bridge_allocator_active_bytes",
+                "Bytes in heap pages holding live allocations (jemalloc stats.active).",
+                a.active,
+            ),
+            (
+                "metrics_bridge_allocator_resident_bytes",
+                "Bytes of physical memory mapped by the allocator, including freed pages not yet returned and its metadata (jemalloc stats.resident).",
+                a.resident,
+            ),
+            (
+                "metrics_bridge_allocator_retained_bytes",
+                "Bytes of virtual memory the allocator keeps mapped after returning it to the kernel (jemalloc stats.retained).",
+                a.retained,
+            ),
+            (
+                "metrics_bridge_allocator_metadata_bytes",
+                "Bytes of the allocator's own bookkeeping (jemalloc stats.metadata).",
+                a.metadata,
+            ),
+        ] {
+            gauge(&mut encoder, name, help, bytes(value))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1324,5 +1371,38 @@ mod tests {
         ] {
             assert!(body.lines().any(|l| l == family), "missing {family}");
         }
+    }
+
+    /// The figures the gauges report: a metric's value in a text exposition.
+    fn value(body: &str, name: &str) -> Option<u64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    #[test]
+    fn allocator_figures_are_jemallocs_and_consistent() {
+        let (m, _, _) = metrics(Duration::from_secs(15));
+        // Something live and known to be on the heap while the figures are read.
+        let held = std::hint::black_box(vec![1u8; 4 << 20]);
+        let body = text(&m, Format::Text);
+        let get = |name: &str| value(&body, name).unwrap_or_else(|| panic!("missing {name}"));
+        let allocated = get("metrics_bridge_allocator_allocated_bytes");
+        let active = get("metrics_bridge_allocator_active_bytes");
+        let resident = get("metrics_bridge_allocator_resident_bytes");
+        let metadata = get("metrics_bridge_allocator_metadata_bytes");
+        get("metrics_bridge_allocator_retained_bytes");
+        assert!(allocated >= held.len() as u64, "allocated {allocated}");
+        assert!(
+            active >= allocated,
+            "active {active} < allocated {allocated}"
+        );
+        assert!(resident >= active, "resident {resident} < active {active}");
+        assert!(metadata > 0 && metadata < resident);
+        assert!(
+            body.lines()
+                .any(|l| l == "# TYPE metrics_bridge_allocator_resident_bytes gauge")
+        );
+        drop(held);
     }
 }
