@@ -319,11 +319,8 @@ impl Control {
             restart_due += r.restarts_per_minute / 240.0;
             while churn_due >= 1.0 {
                 churn_due -= 1.0;
-                let now = SystemTime::now();
-                let deleted = self.model.delete_pods(1);
-                self.apply(deleted).await;
-                let created = self.model.create_pods(1, now);
-                self.apply(created).await;
+                let replaced = self.model.replace_pods(1, SystemTime::now());
+                self.apply(replaced).await;
             }
             while restart_due >= 1.0 {
                 restart_due -= 1.0;

@@ -473,6 +473,28 @@ impl Model {
 
     /// [`Model::delete_pods`] at an explicit time (see [`Model::delete_pod_at`]).
     pub fn delete_pods_at(&self, count: usize, now: SystemTime) -> Vec<Change> {
+        self.delete_pods_where(count, now, |_| true)
+    }
+
+    /// Replaces `count` Running pods, chosen as [`Model::delete_pods`] chooses, by as many
+    /// new (Running) ones, as controllers replace pods: the Running population stays the
+    /// same. Deleting pods of any phase instead would turn the Pending and Succeeded pods of
+    /// the initial draw into Running ones over time, and a churn run would measure a cluster
+    /// whose served pods grow (about 7 % over the first ~1.5 × its size in replacements).
+    pub fn replace_pods(&self, count: usize, now: SystemTime) -> Vec<Change> {
+        let mut changes = self.delete_pods_where(count, now, state::PodState::running);
+        let deleted = changes.len();
+        changes.extend(self.create_pods(deleted, now));
+        changes
+    }
+
+    /// Deletes up to `count` non-DaemonSet pods for which `eligible` holds.
+    fn delete_pods_where(
+        &self,
+        count: usize,
+        now: SystemTime,
+        eligible: impl Fn(&state::PodState) -> bool,
+    ) -> Vec<Change> {
         let now_ms = millis(now);
         let mut reg = self.registry();
         let mut changes = Vec::with_capacity(count);
@@ -491,9 +513,9 @@ impl Model {
                     .write(id, |node| {
                         let deletable: Vec<usize> = (0..node.pods.len())
                             .filter(|&i| {
-                                node.pods
-                                    .get(i)
-                                    .is_some_and(|p| p.workload().kind != Kind::DaemonSet)
+                                node.pods.get(i).is_some_and(|p| {
+                                    p.workload().kind != Kind::DaemonSet && eligible(p)
+                                })
                             })
                             .collect();
                         if deletable.is_empty() {

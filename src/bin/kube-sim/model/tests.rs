@@ -1372,3 +1372,36 @@ fn scale_figures() {
         drop(m);
     }
 }
+
+/// Churn replaces Running pods by Running pods: the Running population (what the metrics
+/// API serves) stays the same, while the initial draw's Pending and Succeeded pods stay.
+#[test]
+fn replacing_pods_keeps_the_running_population() {
+    let m = model(20, 30, 2, 7);
+    let phases = |m: &Model| {
+        let mut by_phase: BTreeMap<String, usize> = BTreeMap::new();
+        for pod in m.pod_objects() {
+            let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+            *by_phase.entry(phase).or_default() += 1;
+        }
+        by_phase
+    };
+    let before = phases(&m);
+    assert!(
+        before.iter().any(|(phase, n)| phase != "Running" && *n > 0),
+        "the draw has no pods in other phases, so the test cannot tell: {before:?}"
+    );
+    // Three times the cluster's size in replacements: with deletions of any phase nearly
+    // every non-Running pod would have become a Running one.
+    // One at a time, as the churn loop replaces them.
+    let mut deleted = 0;
+    for i in 0..3 * 20 * 30 {
+        let changes = m.replace_pods(1, at(T0 + 60_000 + i));
+        deleted += changes
+            .iter()
+            .filter(|c| matches!(c, Change::DeletePod { .. }))
+            .count();
+    }
+    assert_eq!(deleted, 3 * 20 * 30);
+    assert_eq!(phases(&m), before);
+}
