@@ -12,7 +12,9 @@
 #   - the bridged Prometheus exposition (/metrics/resource) time, size and series, when
 #     it is served.
 # With --churn-percent P, kube-sim replaces P % of the pods per minute and memory is sampled
-# every SAMPLE seconds for --duration; the summary gives the RSS slope (least squares).
+# every SAMPLE seconds for --duration; the summary gives the RSS slope (least squares), and
+# the live heap's (jemalloc's allocated bytes, read from /metrics at each sample), over the
+# whole window and its second half.
 #
 #   scripts/scale.sh --nodes 1000
 #   scripts/scale.sh --nodes 5000 --ticks 20
@@ -254,10 +256,17 @@ CLK_TCK=$(getconf CLK_TCK)
 # has no spaces here.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$BRIDGE_PID/stat"; }
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BRIDGE_PID/status"; }
+# The live heap as jemalloc counts it (metrics_bridge_allocator_allocated_bytes, in KiB; "-"
+# before the API serves or without jemalloc), so that growth of the heap can be told from
+# memory the allocator keeps.
+heap_kb() {
+    curl -sk -m 5 -H "Authorization: Bearer $(cat "$OUT/sim/admin.token")" "$URL/metrics" 2>/dev/null |
+        awk '$1 == "metrics_bridge_allocator_allocated_bytes" { printf "%d", $2 / 1024; found = 1 } END { if (!found) printf "-" }'
+}
 sampler() {
-    echo "unix_s rss_kb hwm_kb cpu_ticks load1" >"$OUT/samples.txt"
+    echo "unix_s rss_kb hwm_kb cpu_ticks load1 heap_kb" >"$OUT/samples.txt"
     while kill -0 "$BRIDGE_PID" 2>/dev/null; do
-        echo "$(date +%s.%N) $(status_kb VmRSS) $(status_kb VmHWM) $(cpu_ticks) $(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/samples.txt"
+        echo "$(date +%s.%N) $(status_kb VmRSS) $(status_kb VmHWM) $(cpu_ticks) $(cut -d' ' -f1 /proc/loadavg) $(heap_kb)" >>"$OUT/samples.txt"
         sleep "$SAMPLE"
     done
 }
@@ -377,20 +386,27 @@ scraped = sum(n for n, _, _ in measured)
 samples = []
 for line in open(f"{out}/samples.txt").read().splitlines()[1:]:
     parts = line.split()
-    if len(parts) == 5 and parts[1] and parts[2]:
-        samples.append((float(parts[0]), int(parts[1]), int(parts[2])))
+    if len(parts) >= 5 and parts[1] and parts[2]:
+        heap = int(parts[5]) if len(parts) > 5 and parts[5].isdigit() else None
+        samples.append((float(parts[0]), int(parts[1]), int(parts[2]), heap))
 window = [s for s in samples if m0_t <= s[0] <= m1_t]
 rss_steady = statistics.median(s[1] for s in window) / 1024 if window else float("nan")
 rss_peak = $RSS_HWM_TICKS / 1024
 rss_peak_end = $RSS_HWM_END / 1024
-slope = float("nan")
-if len(window) >= 3:
-    xs = [(s[0] - window[0][0]) / 60 for s in window]
-    ys = [s[1] / 1024 for s in window]
+def slope_of(points):
+    """Least-squares slope in MiB per minute of (unix_s, KiB) points, NaN if too few."""
+    if len(points) < 3:
+        return float("nan")
+    xs = [(t - points[0][0]) / 60 for t, _ in points]
+    ys = [kib / 1024 for _, kib in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
-    if den:
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
+rss_points = [(s[0], s[1]) for s in window]
+heap_points = [(s[0], s[3]) for s in window if s[3] is not None]
+slope = slope_of(rss_points)
+half = lambda points: [p for p in points if p[0] >= (m0_t + m1_t) / 2]
+heap_steady = statistics.median(h for _, h in heap_points) / 1024 if heap_points else float("nan")
 def wrk(line):
     return dict(kv.split("=") for kv in line.split()[1:]) if line.startswith("WRK") else {}
 hpa, top = wrk("""$HPA_WRK"""), wrk("""$TOP_WRK""")
@@ -413,7 +429,9 @@ print(f"| CPU (utime+stime) | {cpu_per_min:.2f} s/min = {cpu_per_min / 60 * 1000
 print(f"| tick duration p50 / p99 / max | {pct(took, 50):.3f} s / {pct(took, 99):.3f} s / {took[-1] if took else float('nan'):.3f} s | | |")
 print(f"| scrape failures | {failures} of {scraped} node scrapes | | |")
 if $DURATION > 0 and len(window) >= 3:
-    print(f"| RSS slope (least squares over {len(window)} samples) | {slope * 60:+.2f} MiB/h | | |")
+    print(f"| RSS slope (least squares over {len(window)} samples) | {slope * 60:+.2f} MiB/h; second half {slope_of(half(rss_points)) * 60:+.2f} MiB/h | | |")
+    if heap_points:
+        print(f"| live heap (jemalloc allocated): median, slope | {heap_steady:.1f} MiB; {slope_of(heap_points) * 60:+.2f} MiB/h, second half {slope_of(half(heap_points)) * 60:+.2f} MiB/h | {heap_steady / nodes * 1024:.1f} KiB | {heap_steady / pods * 1024:.2f} KiB |")
 print()
 print(f"API (load average during the HPA run {'$LOAD_HPA'}, during top {'$LOAD_TOP'}):")
 print()
