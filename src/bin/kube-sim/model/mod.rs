@@ -385,20 +385,34 @@ impl Model {
     /// node drawn from the seed, started at `now`. Each pod yields two changes, as a watcher
     /// of a real cluster sees them: bound with containers being created, then Running.
     pub fn create_pods(&self, count: usize, now: SystemTime) -> Vec<Change> {
+        self.create_pods_on(count, None, now)
+    }
+
+    /// [`Model::create_pods`], the `i`th pod on `on[i]` where given (a node that is no longer
+    /// live gets none), else on a node drawn from the seed.
+    fn create_pods_on(&self, count: usize, on: Option<&[NodeId]>, now: SystemTime) -> Vec<Change> {
         let now_ms = millis(now);
         let generator = self.generator();
         let mut reg = self.registry();
         let mut changes = Vec::with_capacity(count * 2);
-        for _ in 0..count {
+        for i in 0..count {
             if reg.live.is_empty() {
                 break;
             }
             let mut rng = reg.next_op(self.params.seed);
-            let Some(&id) = reg
+            let drawn = reg
                 .live
                 .get(usize::try_from(rng.below(reg.live.len() as u64)).unwrap_or(0))
-            else {
-                break;
+                .copied();
+            let id = match on {
+                Some(on) => match on.get(i) {
+                    Some(id) if reg.live.contains(id) => *id,
+                    _ => continue,
+                },
+                None => match drawn {
+                    Some(id) => id,
+                    None => break,
+                },
             };
             let serial = reg.next_serial;
             reg.next_serial += 1;
@@ -473,7 +487,7 @@ impl Model {
 
     /// [`Model::delete_pods`] at an explicit time (see [`Model::delete_pod_at`]).
     pub fn delete_pods_at(&self, count: usize, now: SystemTime) -> Vec<Change> {
-        self.delete_pods_where(count, now, |_| true)
+        self.delete_pods_where(count, now, |_| true).0
     }
 
     /// Replaces `count` Running pods, chosen as [`Model::delete_pods`] chooses, by as many
@@ -481,23 +495,29 @@ impl Model {
     /// same. Deleting pods of any phase instead would turn the Pending and Succeeded pods of
     /// the initial draw into Running ones over time, and a churn run would measure a cluster
     /// whose served pods grow (about 7 % over the first ~1.5 × its size in replacements).
+    ///
+    /// Each new pod goes to the node its predecessor left, as a scheduler's spreading puts a
+    /// replacement on the node with room: with a node drawn at random per creation instead,
+    /// every node's pod count would wander without bound over a long churn run, which no
+    /// scheduled cluster does.
     pub fn replace_pods(&self, count: usize, now: SystemTime) -> Vec<Change> {
-        let mut changes = self.delete_pods_where(count, now, state::PodState::running);
-        let deleted = changes.len();
-        changes.extend(self.create_pods(deleted, now));
+        let (mut changes, vacated) = self.delete_pods_where(count, now, state::PodState::running);
+        changes.extend(self.create_pods_on(vacated.len(), Some(&vacated), now));
         changes
     }
 
-    /// Deletes up to `count` non-DaemonSet pods for which `eligible` holds.
+    /// Deletes up to `count` non-DaemonSet pods for which `eligible` holds; returns the
+    /// changes and, for each deleted pod, its node.
     fn delete_pods_where(
         &self,
         count: usize,
         now: SystemTime,
         eligible: impl Fn(&state::PodState) -> bool,
-    ) -> Vec<Change> {
+    ) -> (Vec<Change>, Vec<NodeId>) {
         let now_ms = millis(now);
         let mut reg = self.registry();
         let mut changes = Vec::with_capacity(count);
+        let mut vacated = Vec::with_capacity(count);
         'next: for _ in 0..count {
             let mut rng = reg.next_op(self.params.seed);
             let n = reg.live.len();
@@ -528,6 +548,7 @@ impl Model {
                     .flatten();
                 if let Some(pod) = removed {
                     reg.forget(pod.ns, &pod.name);
+                    vacated.push(id);
                     changes.push(Change::DeletePod {
                         namespace: pod.namespace().to_owned(),
                         name: pod.name.to_string(),
@@ -538,7 +559,7 @@ impl Model {
             // No deletable pod left anywhere.
             break;
         }
-        changes
+        (changes, vacated)
     }
 
     /// Restarts one container (all of the pod's if `None`) of a Running pod: its counter

@@ -1374,7 +1374,8 @@ fn scale_figures() {
 }
 
 /// Churn replaces Running pods by Running pods: the Running population (what the metrics
-/// API serves) stays the same, while the initial draw's Pending and Succeeded pods stay.
+/// API serves) stays the same, while the initial draw's Pending and Succeeded pods stay, and
+/// every node keeps its number of pods.
 #[test]
 fn replacing_pods_keeps_the_running_population() {
     let m = model(20, 30, 2, 7);
@@ -1386,7 +1387,17 @@ fn replacing_pods_keeps_the_running_population() {
         }
         by_phase
     };
+    // Pods per node: a replacement takes its predecessor's node, so no node's count wanders.
+    let per_node = |m: &Model| {
+        let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
+        for pod in m.pod_objects() {
+            let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+            *by_node.entry(node).or_default() += 1;
+        }
+        by_node
+    };
     let before = phases(&m);
+    let nodes_before = per_node(&m);
     assert!(
         before.iter().any(|(phase, n)| phase != "Running" && *n > 0),
         "the draw has no pods in other phases, so the test cannot tell: {before:?}"
@@ -1404,4 +1415,5 @@ fn replacing_pods_keeps_the_running_population() {
     }
     assert_eq!(deleted, 3 * 20 * 30);
     assert_eq!(phases(&m), before);
+    assert_eq!(per_node(&m), nodes_before);
 }
