@@ -399,20 +399,20 @@ impl Model {
             if reg.live.is_empty() {
                 break;
             }
+            // Every creation is an operation of the seed's sequence, placed or drawn.
             let mut rng = reg.next_op(self.params.seed);
-            let drawn = reg
-                .live
-                .get(usize::try_from(rng.below(reg.live.len() as u64)).unwrap_or(0))
-                .copied();
             let id = match on {
                 Some(on) => match on.get(i) {
                     Some(id) if reg.live.contains(id) => *id,
                     _ => continue,
                 },
-                None => match drawn {
-                    Some(id) => id,
-                    None => break,
-                },
+                None => {
+                    let pick = usize::try_from(rng.below(reg.live.len() as u64)).unwrap_or(0);
+                    match reg.live.get(pick) {
+                        Some(&id) => id,
+                        None => break,
+                    }
+                }
             };
             let serial = reg.next_serial;
             reg.next_serial += 1;
