@@ -30,6 +30,7 @@
 //! when the resolution has passed fails as a timeout, as metrics-server's tick context does.
 
 mod client;
+mod courtesy;
 mod pool;
 mod stats;
 
@@ -492,10 +493,10 @@ impl Scraper {
             };
             let shared = Arc::clone(shared);
             let token = token.clone();
-            tasks.spawn(async move {
+            tasks.spawn(courtesy::courteous(async move {
                 let _permit = permit;
                 shared.scrape_node(&node, token.as_ref(), deadline).await
-            });
+            }));
         }
         while let Some(joined) = tasks.join_next().await {
             succeeded += count(joined);
