@@ -326,11 +326,12 @@ impl KubeletClient {
             .await
             .map_err(|e| classify(url, Phase::Connect, Box::new(e)))?;
         // The task ends, closing the socket, when the kubelet closes or the sender is dropped.
-        tokio::spawn(async move {
+        // It reads and decrypts the bodies, so it gives way to serving threads like the scrapes.
+        tokio::spawn(super::courtesy::courteous(async move {
             if let Err(e) = connection.await {
                 tracing::trace!(error = %e, "kubelet connection ended");
             }
-        });
+        }));
         Ok(sender)
     }
 

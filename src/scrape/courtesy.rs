@@ -8,8 +8,8 @@
 //! threads waited up to 4-13 ms to run during a tick's burst, which is the end-to-end tail
 //! over 1 ms that the server's own histogram (which starts once the thread runs) never sees.
 //!
-//! So each scraping thread counts the CPU time its scrape tasks' polls take and, once it has
-//! spent [`QUANTUM`] since it last gave way, calls `sched_yield` between two polls: a woken
+//! So each scraping thread counts the CPU time its scrape tasks' and kubelet connections' polls
+//! take and, once it has spent [`QUANTUM`] since it last gave way, calls `sched_yield` between two polls: a woken
 //! serving thread runs within about a quantum instead of a slice, and a thread with nothing
 //! waiting behind it returns at once. Fairness is unchanged (no priorities): a busy API cannot
 //! starve scraping, nor scraping the API; only the order of waiting changes.
