@@ -1100,3 +1100,287 @@ async fn large_lists_match_their_small_pieces() {
         json!({"cpu":"6584362n","memory":"50Mi"})
     );
 }
+
+/// What a pod of [`varied_cluster`] is served with: (namespace, name, timestamp in seconds,
+/// window in seconds, each container's name, nanocores and bytes).
+type Served = (String, String, i64, u64, Vec<(String, u64, u64)>);
+
+/// 9,000 pods in 3 namespaces whose served values all differ: each node's scrapes are at
+/// their own time and window, each pod has 1 to 3 containers with rates and memory of its
+/// own; every 11th pod was scraped once (not served), and each node's page carries a pod
+/// the cluster does not run. Returns the served pods in list order. Large enough to be
+/// joined in several batches and written in several pieces in every format.
+fn varied_cluster() -> (metrics_bridge::api::ApiState, Vec<Served>) {
+    use fixture::{S, T0, pod_info, scrape};
+    use metrics_bridge::api::ApiState;
+    use metrics_bridge::cluster::ClusterState;
+    use metrics_bridge::store::Store;
+    use std::sync::Arc;
+
+    let cluster = Arc::new(ClusterState::new());
+    let store = Arc::new(Store::new(std::time::Duration::from_secs(15)));
+    let mut pods = Vec::new();
+    for n in 0..3 {
+        for p in 0..3_000 {
+            let (ns, name) = (format!("ns-{n}"), format!("pod-{p:04}"));
+            cluster.upsert_pod(pod_info(&ns, &name, &[("app", &format!("app-{}", p % 9))]));
+            pods.push((ns, name));
+        }
+    }
+    let mut served = Vec::new();
+    for (k, node_pods) in pods.chunks(30).enumerate() {
+        let node = format!("node-{k:03}");
+        let window = 10 + (k as u64 % 3) * 5;
+        let t0 = T0 + k as i64 * S;
+        let t1 = t0 + window as i64 * S;
+        let ghost = format!("ghost-{k}");
+        let mut first = vec![("ns-1", ghost.as_str(), "c0", 1, 1)];
+        let mut second = vec![("ns-1", ghost.as_str(), "c0", 1 + window, 1)];
+        for (j, (ns, name)) in node_pods.iter().enumerate() {
+            let i = k * 30 + j;
+            let once = i % 11 == 5;
+            let mut containers = Vec::new();
+            for c in 0..1 + i as u64 % 3 {
+                let container = ["c0", "c1", "c2"][c as usize];
+                let nanocores = 1_000 + i as u64 * 37_013 + c;
+                let bytes = (i as u64 + 1) * (1_024 + c);
+                if !once {
+                    first.push((ns.as_str(), name.as_str(), container, 0, bytes));
+                }
+                second.push((
+                    ns.as_str(),
+                    name.as_str(),
+                    container,
+                    nanocores * window,
+                    bytes,
+                ));
+                containers.push((container.to_string(), nanocores, bytes));
+            }
+            if !once {
+                served.push((ns.clone(), name.clone(), t1 / S, window, containers));
+            }
+        }
+        scrape(&store, &node, t0, (0, 1 << 30), &first);
+        scrape(&store, &node, t1, (window * S as u64, 1 << 30), &second);
+    }
+    cluster.set_nodes_synced();
+    cluster.set_pods_synced();
+    served.sort();
+    (ApiState::new(cluster, store), served)
+}
+
+/// A full list is written while visiting the cluster state in JSON, protobuf and Table
+/// alike: the three carry the same pods with the same timestamps, windows and usage, which
+/// are the store's, and each is byte for byte what the collected path (`list_pods` and the
+/// slice encoders, which the HPA's query takes) writes for the same state.
+#[tokio::test]
+async fn full_lists_agree_in_every_format() {
+    use k8s_pb::metrics::pkg::apis::metrics::v1beta1 as m;
+    use metrics_bridge::api::encode::{self, Ctx, IncludeObject, MetaVersion, Shape};
+    use metrics_bridge::api::quantity;
+    use metrics_bridge::api::wire::rfc3339;
+    use metrics_bridge::api::{ApiVersion, list_pods};
+    use metrics_bridge::selector::{FieldSelector, LabelSelector};
+
+    let (state, served) = varied_cluster();
+    assert_eq!(served.len(), (0..9_000).filter(|i| i % 11 != 5).count());
+    let app = fixture::app(state.clone());
+    let all = "/apis/metrics.k8s.io/v1beta1/pods";
+    let table_object = "/apis/metrics.k8s.io/v1beta1/pods?includeObject=Object";
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let before = secs();
+    let json = get_accept(&app, all, "application/json").await;
+    let proto = get_accept(&app, all, "application/vnd.kubernetes.protobuf").await;
+    let table = get_accept(&app, table_object, KUBECTL_TABLE).await;
+    let after = secs();
+    assert_eq!(proto.content_type(), "application/vnd.kubernetes.protobuf");
+    assert_eq!(table.content_type(), "application/json");
+
+    // Each agrees with the store's values.
+    let rfc = |s: i64| {
+        let mut out = Vec::new();
+        rfc3339(&mut out, s);
+        String::from_utf8(out).unwrap()
+    };
+    let json_items = json.json()["items"].as_array().unwrap().clone();
+    let from_json: Vec<Value> = json_items
+        .iter()
+        .map(|i| {
+            json!([
+                i["metadata"]["namespace"],
+                i["metadata"]["name"],
+                i["timestamp"],
+                i["window"],
+                i["containers"]
+            ])
+        })
+        .collect();
+    let want_json: Vec<Value> = served
+        .iter()
+        .map(|(ns, name, ts, window, containers)| {
+            let containers: Vec<Value> = containers
+                .iter()
+                .map(|(c, cpu, mem)| json!({"name": c, "usage": {"cpu": quantity::cpu(*cpu).as_str(), "memory": quantity::memory(*mem).as_str()}}))
+                .collect();
+            json!([ns, name, rfc(*ts), format!("{window}s"), containers])
+        })
+        .collect();
+    assert_eq!(from_json.len(), want_json.len());
+    assert_eq!(from_json, want_json);
+
+    let (_, kind, raw) = unwrap_envelope(&proto.body);
+    assert_eq!(kind, "PodMetricsList");
+    let list = m::PodMetricsList::decode(raw.as_slice()).unwrap();
+    // (namespace, name, timestamp s, window ns, each container's name and quantities)
+    type Decoded = (String, String, i64, i64, Vec<[String; 3]>);
+    let from_proto: Vec<Decoded> = list
+        .items
+        .iter()
+        .map(|i| {
+            let meta = i.metadata.as_ref().unwrap();
+            let containers = i
+                .containers
+                .iter()
+                .map(|c| {
+                    let q = |k: &str| c.usage[k].string.clone().unwrap();
+                    [c.name.clone().unwrap(), q("cpu"), q("memory")]
+                })
+                .collect();
+            (
+                meta.namespace.clone().unwrap(),
+                meta.name.clone().unwrap(),
+                i.timestamp.as_ref().unwrap().seconds.unwrap(),
+                i.window.as_ref().unwrap().duration.unwrap(),
+                containers,
+            )
+        })
+        .collect();
+    let want_proto: Vec<Decoded> = served
+        .iter()
+        .map(|(ns, name, ts, window, containers)| {
+            let containers = containers
+                .iter()
+                .map(|(c, cpu, mem)| {
+                    [
+                        c.clone(),
+                        quantity::cpu(*cpu).as_str().to_string(),
+                        quantity::memory(*mem).as_str().to_string(),
+                    ]
+                })
+                .collect();
+            (
+                ns.clone(),
+                name.clone(),
+                *ts,
+                *window as i64 * 1_000_000_000,
+                containers,
+            )
+        })
+        .collect();
+    assert_eq!(from_proto, want_proto);
+
+    let rows = table.json()["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), served.len());
+    for ((row, item), (_, name, _, window, containers)) in rows.iter().zip(&json_items).zip(&served)
+    {
+        let cpu: u64 = containers.iter().map(|c| c.1).sum();
+        let mem: u64 = containers.iter().map(|c| c.2).sum();
+        assert_eq!(
+            row["cells"],
+            json!([
+                name,
+                quantity::cpu_total(u128::from(cpu)).as_str(),
+                quantity::memory_total(u128::from(mem)).as_str(),
+                format!("{window}s")
+            ])
+        );
+        let mut object = row["object"].clone();
+        let m = object.as_object_mut().unwrap();
+        assert_eq!(m.remove("kind"), Some(json!("PodMetrics")));
+        assert_eq!(
+            m.remove("apiVersion"),
+            Some(json!("metrics.k8s.io/v1beta1"))
+        );
+        assert_eq!(&object, item);
+    }
+
+    // Each is what the collected path writes for the same pods, at the request's second.
+    let items = list_pods(
+        &state,
+        None,
+        &LabelSelector::default(),
+        &FieldSelector::default(),
+    );
+    assert_eq!(items.len(), served.len());
+    let same = |body: &[u8], encode: &dyn Fn(&Ctx) -> Vec<u8>| {
+        (before..=after).any(|now| encode(&Ctx::new(ApiVersion::V1beta1, now)) == body)
+    };
+    assert!(same(&json.body, &|ctx| encode::json(
+        Shape::List(&items),
+        ctx
+    )));
+    assert!(same(&proto.body, &|ctx| encode::proto(
+        Shape::List(&items),
+        ctx
+    )));
+    assert!(same(&table.body, &|ctx| {
+        encode::json_table(&items, ctx, MetaVersion::V1, IncludeObject::Object)
+    }));
+    let kubectl = get_accept(&app, all, KUBECTL_TABLE).await;
+    assert!((before..=secs()).any(|now| encode::json_table(
+        &items,
+        &Ctx::new(ApiVersion::V1beta1, now),
+        MetaVersion::V1,
+        IncludeObject::Metadata
+    ) == kubectl.body));
+
+    // A namespace's list streams too; the HPA's label-pinned query is collected. Both are
+    // the full list's pods of that namespace (and label).
+    let scrubbed_items = scrubbed(&json)["items"].as_array().unwrap().clone();
+    let in_ns = |label: Option<&str>| -> Vec<Value> {
+        scrubbed_items
+            .iter()
+            .filter(|i| i["metadata"]["namespace"] == "ns-2")
+            .filter(|i| label.is_none_or(|l| i["metadata"]["labels"]["app"] == l))
+            .cloned()
+            .collect()
+    };
+    for (path, label) in [
+        ("/apis/metrics.k8s.io/v1beta1/namespaces/ns-2/pods", None),
+        (
+            "/apis/metrics.k8s.io/v1beta1/namespaces/ns-2/pods?labelSelector=app%3Dapp-4",
+            Some("app-4"),
+        ),
+    ] {
+        let want = in_ns(label);
+        assert!(want.len() > 100, "{path}");
+        let json = get_accept(&app, path, "application/json").await;
+        assert!(
+            scrubbed(&json)["items"] == Value::Array(want.clone()),
+            "{path}"
+        );
+        let proto = get_accept(&app, path, HPA_ACCEPT).await;
+        let (_, _, raw) = unwrap_envelope(&proto.body);
+        let names: Vec<String> = m::PodMetricsList::decode(raw.as_slice())
+            .unwrap()
+            .items
+            .iter()
+            .map(|i| i.metadata.as_ref().unwrap().name.clone().unwrap())
+            .collect();
+        assert_eq!(names, item_names(&json), "{path}");
+        let table = get_accept(&app, path, KUBECTL_TABLE).await;
+        let rows: Vec<Value> = table.json()["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["cells"][0].clone())
+            .collect();
+        let want: Vec<Value> = want.iter().map(|i| i["metadata"]["name"].clone()).collect();
+        assert_eq!(rows, want, "{path}");
+    }
+}

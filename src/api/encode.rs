@@ -520,15 +520,8 @@ fn json_partial_item<I: Item>(out: &mut Vec<u8>, item: &I, ctx: &Ctx, meta: Meta
     out.push(b'}');
 }
 
-/// metrics-server's Table: Name, then each resource (`cpu`, `memory`, sorted), then Window;
-/// a pod's cells are the sums over its containers.
-pub fn json_table<I: Item>(
-    items: &[I],
-    ctx: &Ctx,
-    meta: MetaVersion,
-    include: IncludeObject,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 * 1024);
+/// The head of a Table, up to its first row: `{"kind":"Table",…,"columnDefinitions":[…],"rows":[`.
+fn table_head(out: &mut Vec<u8>, meta: MetaVersion) {
     out.extend_from_slice(b"{\"kind\":\"Table\",\"apiVersion\":\"");
     out.extend_from_slice(meta.api_version().as_bytes());
     out.extend_from_slice(
@@ -539,25 +532,51 @@ pub fn json_table<I: Item>(
 {\"name\":\"Window\",\"type\":\"string\",\"format\":\"duration\",\"description\":\"\",\"priority\":0}],\
 \"rows\":[",
     );
+}
+
+/// The end of a Table, with Go's trailing newline.
+const TABLE_TAIL: &[u8] = b"]}\n";
+
+/// One Table row: its cells and the object as `include` asks.
+fn table_row<I: Item>(
+    out: &mut Vec<u8>,
+    item: &I,
+    ctx: &Ctx,
+    meta: MetaVersion,
+    include: IncludeObject,
+) {
+    out.extend_from_slice(b"{\"cells\":[");
+    json_str(out, item.meta().name);
+    let (cpu, mem) = item.totals();
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(quantity::cpu_total(cpu).as_bytes());
+    out.extend_from_slice(b"\",\"");
+    out.extend_from_slice(quantity::memory_total(mem).as_bytes());
+    out.extend_from_slice(b"\",\"");
+    write_window(out, ctx, item.window());
+    out.extend_from_slice(b"\"],\"object\":");
+    match include {
+        IncludeObject::None => out.extend_from_slice(b"null"),
+        IncludeObject::Metadata => json_partial_item(out, item, ctx, meta),
+        IncludeObject::Object => json_item(out, item, ctx, true),
+    }
+    out.push(b'}');
+}
+
+/// metrics-server's Table: Name, then each resource (`cpu`, `memory`, sorted), then Window;
+/// a pod's cells are the sums over its containers.
+pub fn json_table<I: Item>(
+    items: &[I],
+    ctx: &Ctx,
+    meta: MetaVersion,
+    include: IncludeObject,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * 1024);
+    table_head(&mut out, meta);
     write_items(&mut out, items, |out, item| {
-        out.extend_from_slice(b"{\"cells\":[");
-        json_str(out, item.meta().name);
-        let (cpu, mem) = item.totals();
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(quantity::cpu_total(cpu).as_bytes());
-        out.extend_from_slice(b"\",\"");
-        out.extend_from_slice(quantity::memory_total(mem).as_bytes());
-        out.extend_from_slice(b"\",\"");
-        write_window(out, ctx, item.window());
-        out.extend_from_slice(b"\"],\"object\":");
-        match include {
-            IncludeObject::None => out.extend_from_slice(b"null"),
-            IncludeObject::Metadata => json_partial_item(out, item, ctx, meta),
-            IncludeObject::Object => json_item(out, item, ctx, true),
-        }
-        out.push(b'}');
+        table_row(out, item, ctx, meta, include)
     });
-    out.extend_from_slice(b"]}\n");
+    out.extend_from_slice(TABLE_TAIL);
     out
 }
 
@@ -670,6 +689,13 @@ fn proto_single_with<M: Message>(api_version: &str, kind: &str, msg: &M) -> Vec<
     out
 }
 
+/// One list item as field 2 of the list message, measured once.
+fn proto_list_item<M: Message>(out: &mut Vec<u8>, msg: &M, size: usize) {
+    out.key(2, 2);
+    out.varint(size as u64);
+    msg.encode(out);
+}
+
 /// Writes a list message (empty ListMeta, then each item as field 2) in the envelope,
 /// measuring each item once.
 fn proto_list_with<'i, M: Message + 'i>(
@@ -687,9 +713,7 @@ fn proto_list_with<'i, M: Message + 'i>(
     out.reserve(body + ENVELOPE_TAIL.len());
     out.extend_from_slice(EMPTY_LIST_META);
     for (m, size) in items.zip(sizes) {
-        out.key(2, 2);
-        out.varint(size as u64);
-        m.encode(&mut out);
+        proto_list_item(&mut out, &m, size);
     }
     out.extend_from_slice(ENVELOPE_TAIL);
     out
@@ -720,5 +744,74 @@ pub fn proto_partial<I: Item>(shape: Shape<'_, I>, ctx: &Ctx, meta: MetaVersion)
             "PartialObjectMetadataList",
             items.iter().map(|i| PartialMsg(i, ctx)),
         ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lists written item by item
+
+/// A list written one item at a time, in pieces, as its items are visited: a long pod list
+/// is written straight from the cluster state and the store in any of the list views a
+/// full list is asked for, and produces the same bytes as [`json`], [`proto`] and
+/// [`json_table`] do for the same items.
+///
+/// The pieces are, in order: [`ListEncoding::head`], each item ([`ListEncoding::item`]),
+/// [`ListEncoding::tail`]; a protobuf list also needs [`ListEncoding::prefix`] in front,
+/// which can only be written once the list's length is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListEncoding {
+    /// `{"kind":"…List","apiVersion":…,"metadata":{},"items":[…]}`.
+    Json,
+    /// The list message in the `k8s\0` + `runtime.Unknown` envelope.
+    Protobuf,
+    /// A `meta.k8s.io` Table, one row per item.
+    Table {
+        meta: MetaVersion,
+        include: IncludeObject,
+    },
+}
+
+impl ListEncoding {
+    /// What comes before the first item (for protobuf, the list message's empty ListMeta).
+    pub fn head<I: Item>(self, out: &mut Vec<u8>, ctx: &Ctx) {
+        match self {
+            Self::Json => json_list_head::<I>(out, ctx),
+            Self::Protobuf => out.extend_from_slice(EMPTY_LIST_META),
+            Self::Table { meta, .. } => table_head(out, meta),
+        }
+    }
+
+    /// Writes one item; `first` says whether it is the list's first (JSON items and rows
+    /// are comma-separated).
+    pub fn item<I: Item>(self, out: &mut Vec<u8>, item: &I, ctx: &Ctx, first: bool) {
+        if !first && self != Self::Protobuf {
+            out.push(b',');
+        }
+        match self {
+            Self::Json => json_item(out, item, ctx, false),
+            Self::Protobuf => {
+                let msg = ItemMsg(item, ctx);
+                proto_list_item(out, &msg, msg.encoded_len());
+            }
+            Self::Table { meta, include } => table_row(out, item, ctx, meta, include),
+        }
+    }
+
+    /// What comes after the last item: Go's closing and newline, or for protobuf the
+    /// envelope's tail, which is not part of the list message.
+    pub fn tail(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(match self {
+            Self::Json => JSON_LIST_TAIL,
+            Self::Protobuf => ENVELOPE_TAIL,
+            Self::Table { .. } => TABLE_TAIL,
+        });
+    }
+
+    /// What goes in front of the head, given the length of everything from the head to the
+    /// last item: for protobuf the envelope's head, which carries that length; nothing for
+    /// the JSON views.
+    pub fn prefix<I: Item>(self, ctx: &Ctx, list_len: usize) -> Option<Vec<u8>> {
+        (self == Self::Protobuf)
+            .then(|| envelope_head(ctx.version.group_version(), I::LIST_KIND, list_len))
     }
 }

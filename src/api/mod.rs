@@ -44,7 +44,7 @@ pub use encode::ApiVersion;
 pub use request_info::{RequestInfo, RequestInfoError};
 
 use discovery::{Discovery, Doc, GROUP};
-use encode::{Ctx, IncludeObject, Item, MetaVersion, NodeItem, PodItem, Shape};
+use encode::{Ctx, IncludeObject, Item, ListEncoding, MetaVersion, NodeItem, PodItem, Shape};
 use index::{LabelIndex, ScanLabels};
 use negotiate::{Endpoint, Format, Negotiated};
 use query::{ListOptions, Query};
@@ -398,19 +398,18 @@ async fn resources(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Target::Pods(namespace) => match ListOptions::from_query(&query) {
             Err(status) => status_response(*status),
             Ok(opts) if opts.watch => watch_not_supported("pods"),
-            Ok(opts) if streams(&view, namespace, &opts) => {
-                let pretty = matches!(view, View::Object { pretty: true, .. });
+            Ok(opts) if let Some(encoding) = streamed(&view, namespace, &opts) => {
                 if namespace.is_some() {
-                    let chunks = stream_pods_json(state, namespace, &opts, &ctx);
-                    return chunked_json(chunks, pretty);
+                    let chunks = stream_pods(state, namespace, &opts, &ctx, encoding);
+                    return streamed_response(chunks, &view);
                 }
                 let state = state.clone();
                 let encoded = tokio::task::spawn_blocking(move || {
-                    stream_pods_json(&state, None, &opts, &ctx)
+                    stream_pods(&state, None, &opts, &ctx, encoding)
                 })
                 .await;
                 match encoded {
-                    Ok(chunks) => chunked_json(chunks, pretty),
+                    Ok(chunks) => streamed_response(chunks, &view),
                     Err(e) => {
                         status_response(Status::internal(format!("encoding the list failed: {e}")))
                     }
@@ -425,18 +424,31 @@ async fn resources(State(s): State<Arc<Shared>>, req: Request) -> Response {
     }
 }
 
-/// Whether a pod list is written while visiting the cluster state (a JSON scan) instead of
-/// being collected first (protobuf needs sizes up front; Tables and partial metadata are
-/// rare; the HPA's label-pinned query and name lookups are small and use the index).
-fn streams(view: &View, namespace: Option<&str>, opts: &ListOptions) -> bool {
-    matches!(
-        view,
+/// How a pod list is written while visiting the cluster state, if it is: full and
+/// namespace lists in JSON, protobuf or a JSON Table (`top pod`, `kubectl get
+/// podmetrics`). Not streamed, but collected by [`list_pods`]: the HPA's label-pinned query
+/// and name lookups (small, and answered from the index), partial metadata and YAML (rare).
+fn streamed(view: &View, namespace: Option<&str>, opts: &ListOptions) -> Option<ListEncoding> {
+    let encoding = match *view {
         View::Object {
             format: Format::Json,
             ..
-        }
-    ) && opts.fields.required_value("metadata.name").is_none()
-        && (namespace.is_none() || pinned_label(&opts.labels).is_none())
+        } => ListEncoding::Json,
+        View::Object {
+            format: Format::Protobuf,
+            ..
+        } => ListEncoding::Protobuf,
+        View::Table {
+            format: Format::Json,
+            meta,
+            include,
+            ..
+        } => ListEncoding::Table { meta, include },
+        _ => return None,
+    };
+    let small = opts.fields.required_value("metadata.name").is_some()
+        || (namespace.is_some() && pinned_label(&opts.labels).is_some());
+    (!small).then_some(encoding)
 }
 
 /// The size of the pieces a streamed list is written in: small enough for the allocator to
@@ -444,29 +456,33 @@ fn streams(view: &View, namespace: Option<&str>, opts: &ListOptions) -> bool {
 /// faults, every time), large enough to be few.
 const CHUNK: usize = 1 << 20;
 
-/// A pod list in JSON, written straight from the cluster state and the store with no
-/// per-pod allocation, in pieces of about [`CHUNK`] bytes cut between items
-/// (`top pod -A` over a large cluster). The matching pods are joined with their usage
-/// [`JOIN_BATCH`] at a time by the store's ordered join (no hash probe per pod), and
-/// encoded after the store's locks are released.
-fn stream_pods_json(
+/// A pod list written straight from the cluster state and the store with no per-pod
+/// allocation, in pieces of about [`CHUNK`] bytes cut between items (`top pod -A` over a
+/// large cluster), in any of the [`streamed`] encodings. The matching pods are joined with
+/// their usage [`JOIN_BATCH`] at a time by the store's ordered join (no hash probe per
+/// pod), their served values copied into a reused [`UsageBatch`] (no reference per pod),
+/// and encoded after the store's locks are released.
+fn stream_pods(
     state: &ApiState,
     namespace: Option<&str>,
     opts: &ListOptions,
     ctx: &Ctx,
+    encoding: ListEncoding,
 ) -> Vec<Bytes> {
     let namespace = namespace.or(opts.fields.required_value("metadata.namespace"));
-    let mut writer = PodJsonWriter {
+    let mut writer = PodListWriter {
         state,
         ctx,
+        encoding,
         now: now_ns(),
         chunks: Vec::new(),
+        chunked_len: 0,
         out: Vec::with_capacity(CHUNK + CHUNK / 8),
         first: true,
         batch: Vec::with_capacity(JOIN_BATCH),
         usages: UsageBatch::default(),
     };
-    encode::json_list_head::<PodItem>(&mut writer.out, ctx);
+    encoding.head::<PodItem>(&mut writer.out, ctx);
     state.cluster.for_each_pod(namespace, |pod| {
         if pod_matches(pod, &opts.labels, &opts.fields) {
             writer.batch.push(Arc::clone(pod));
@@ -476,26 +492,34 @@ fn stream_pods_json(
         }
     });
     writer.flush();
+    let list_len = writer.chunked_len + writer.out.len();
     let mut out = writer.out;
-    out.extend_from_slice(encode::JSON_LIST_TAIL);
-    writer.chunks.push(Bytes::from(out));
-    writer.chunks
+    encoding.tail(&mut out);
+    let mut chunks = writer.chunks;
+    chunks.push(Bytes::from(out));
+    if let Some(prefix) = encoding.prefix::<PodItem>(ctx, list_len) {
+        chunks.insert(0, Bytes::from(prefix));
+    }
+    chunks
 }
 
-/// The state of [`stream_pods_json`]: the pieces written so far and the batch of matching
-/// pods not yet joined with their usage.
-struct PodJsonWriter<'a> {
+/// The state of [`stream_pods`]: the pieces written so far and the batch of matching pods
+/// not yet joined with their usage.
+struct PodListWriter<'a> {
     state: &'a ApiState,
     ctx: &'a Ctx,
+    encoding: ListEncoding,
     now: i64,
     chunks: Vec<Bytes>,
+    /// The length of `chunks`, together.
+    chunked_len: usize,
     out: Vec<u8>,
     first: bool,
     batch: Vec<Arc<PodInfo>>,
     usages: UsageBatch,
 }
 
-impl PodJsonWriter<'_> {
+impl PodListWriter<'_> {
     /// Joins the batch with the store and writes the pods that have usage.
     fn flush(&mut self) {
         self.state
@@ -509,13 +533,12 @@ impl PodJsonWriter<'_> {
                 let timestamp_ns = usage.time().0;
                 observer.metric_freshness(self.now.saturating_sub(timestamp_ns) as f64 / 1e9);
             }
-            if !self.first {
-                self.out.push(b',');
-            }
+            self.encoding
+                .item(&mut self.out, &(&**pod, usage), self.ctx, self.first);
             self.first = false;
-            encode::json_item(&mut self.out, &(&**pod, usage), self.ctx, false);
             if self.out.len() >= CHUNK {
                 let full = std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK + CHUNK / 8));
+                self.chunked_len += full.len();
                 self.chunks.push(Bytes::from(full));
             }
         }
@@ -523,17 +546,26 @@ impl PodJsonWriter<'_> {
     }
 }
 
-/// A JSON body from pieces: streamed as they are, or joined to be re-indented.
-fn chunked_json(chunks: Vec<Bytes>, pretty: bool) -> Response {
-    if pretty {
-        return render(Format::Json, true, chunks.concat());
+/// A streamed list's response: its pieces as they are, or joined to be re-indented.
+fn streamed_response(chunks: Vec<Bytes>, view: &View) -> Response {
+    match *view {
+        View::Object {
+            format: Format::Protobuf,
+            ..
+        } => chunked(chunks, Format::Protobuf.media_type()),
+        View::Object { pretty: true, .. } | View::Table { pretty: true, .. } => {
+            render(Format::Json, true, chunks.concat())
+        }
+        _ => chunked(chunks, Format::Json.media_type()),
     }
+}
+
+/// A body sent in its pieces, as they are.
+fn chunked(chunks: Vec<Bytes>, content_type: &'static str) -> Response {
     let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
     let mut res = Response::new(Body::from_stream(stream));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
@@ -803,7 +835,7 @@ pub fn list_pods(
     }
     // A reference per pod, not a copy into a `UsageBatch`: the HPA's 50-pod query comes
     // here, and with copies it measured 2 to 4 µs slower (fresh buffers per request). The
-    // large JSON lists stream (see `streams`); protobuf and Table lists still take these.
+    // large lists stream instead (see `streamed`), with copies.
     let mut usages = Vec::with_capacity(pods.len());
     state.store.join_sorted(
         &pods,

@@ -54,41 +54,57 @@ pub fn scrape_twice(
     samples: &[Sample<'_>],
 ) {
     for (ts, second) in [(T0, false), (T1, true)] {
-        let mut containers: Vec<ContainerPoint<'_>> = samples
+        let points: Vec<Scraped<'_>> = samples
             .iter()
-            .map(|&(ns, pod, c, cpu0, dcpu, mem)| ContainerPoint {
-                namespace: Cow::Borrowed(ns),
-                pod: Cow::Borrowed(pod),
-                container: Cow::Borrowed(c),
-                point: Point {
-                    timestamp_ns: ts,
-                    cpu_ns: if second { cpu0 + dcpu } else { cpu0 },
-                    memory_bytes: mem,
-                    start_time_ns: STARTED,
-                    ..Point::default()
-                },
+            .map(|&(ns, pod, c, cpu0, dcpu, mem)| {
+                (ns, pod, c, if second { cpu0 + dcpu } else { cpu0 }, mem)
             })
             .collect();
-        containers.sort_by(|a, b| {
-            (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container))
-        });
-        let page = Page {
-            node: Some(Point {
-                timestamp_ns: ts,
-                cpu_ns: if second {
-                    node_cpu.0 + node_cpu.1
-                } else {
-                    node_cpu.0
-                },
-                memory_bytes: node_mem,
-                start_time_ns: 0,
-                ..Point::default()
-            }),
-            samples: containers.len() * 4 + 2,
-            containers,
+        let cpu = if second {
+            node_cpu.0 + node_cpu.1
+        } else {
+            node_cpu.0
         };
-        store.ingest(node, &page);
+        scrape(store, node, ts, (cpu, node_mem), &points);
     }
+}
+
+/// One container's point in a scrape: (namespace, pod, container, cpu ns, memory bytes).
+pub type Scraped<'a> = (&'a str, &'a str, &'a str, u64, u64);
+
+/// Feeds one scrape of a node, every point at `ts`, into the store; `node_point` is the
+/// node's cpu ns and memory bytes.
+pub fn scrape(store: &Store, node: &str, ts: i64, node_point: (u64, u64), points: &[Scraped<'_>]) {
+    let mut containers: Vec<ContainerPoint<'_>> = points
+        .iter()
+        .map(|&(ns, pod, c, cpu_ns, memory_bytes)| ContainerPoint {
+            namespace: Cow::Borrowed(ns),
+            pod: Cow::Borrowed(pod),
+            container: Cow::Borrowed(c),
+            point: Point {
+                timestamp_ns: ts,
+                cpu_ns,
+                memory_bytes,
+                start_time_ns: STARTED,
+                ..Point::default()
+            },
+        })
+        .collect();
+    containers.sort_by(|a, b| {
+        (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container))
+    });
+    let page = Page {
+        node: Some(Point {
+            timestamp_ns: ts,
+            cpu_ns: node_point.0,
+            memory_bytes: node_point.1,
+            start_time_ns: 0,
+            ..Point::default()
+        }),
+        samples: containers.len() * 4 + 2,
+        containers,
+    };
+    store.ingest(node, &page);
 }
 
 /// A small cluster with known numbers:
