@@ -585,6 +585,43 @@ async fn a_killed_runs_leftovers_are_cleaned_and_rbac_is_enforced() {
 }
 
 /// A quantity as metrics-server writes usage (`123456n`, `2m`, `1024Ki`, `3`) in base units.
+/// A first scrape of many kubelets at once (metrics-bridge's first tick) makes every kubelet
+/// review its credential: the reviews share one HTTP/2 connection to the API server, as
+/// running kubelets send them on the connection they hold, instead of a connection (a TLS
+/// handshake on both ends) per review in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_scrapes_review_over_one_connection() {
+    const NODES: usize = 24;
+    let api = KubeSim::start(&["--nodes", "0"]);
+    let nodes = NODES.to_string();
+    let sim = external(&api, &["--nodes", &nodes, "--pods-per-node", "2"]);
+    let (ca, mb) = (sim.read("ca.crt"), api.token("metrics-bridge"));
+    let (sim_admin, info_url) = (sim.token("admin"), format!("{}/sim/info", sim.url));
+    let info = || async {
+        let info = fetch(&info_url, &ca, Cred::Token(&sim_admin)).await.json();
+        (
+            info["kubeletReviews"].as_u64().unwrap(),
+            info["kubeletReviewConnections"].as_u64().unwrap(),
+        )
+    };
+    let (reviews_before, _) = info().await;
+    let urls: Vec<String> = (1..=NODES)
+        .map(|i| sim.kubelet_url(&format!("127.1.0.{i}"), "/metrics/resource"))
+        .collect();
+    let pages =
+        futures::future::join_all(urls.iter().map(|u| fetch(u, &ca, Cred::Token(&mb)))).await;
+    for (url, page) in urls.iter().zip(&pages) {
+        assert_eq!(page.status, 200, "{url}: {}", page.text());
+    }
+    let (reviews, connections) = info().await;
+    assert_eq!(
+        reviews - reviews_before,
+        2 * NODES as u64,
+        "a TokenReview and a SubjectAccessReview per kubelet (each has its own cache)"
+    );
+    assert_eq!(connections, 1, "every review on one HTTP/2 connection");
+}
+
 fn quantity(q: &str) -> f64 {
     let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
     let (n, suffix) = q.split_at(split);

@@ -497,6 +497,7 @@ impl Control {
             "kubelets": self.kubelets.len(),
             "kubeletRequests": self.kubelets.requests(),
             "kubeletReviews": self.kubelets.reviews(),
+            "kubeletReviewConnections": self.kubelets.review_connections(),
             "changesApplied": self.changes_applied.load(Ordering::Relaxed),
             "faults": self.faults_json(),
             "podsPerMinute": r.pods_per_minute,

@@ -134,8 +134,10 @@ impl Default for ExternalOptions {
     }
 }
 
-/// Reads a kubeconfig and builds a client for it; the client and the cluster's URL.
-pub async fn connect(path: &Path) -> Result<(kube::Client, String), ExternalError> {
+/// Reads a kubeconfig and builds a client for it; the client, the config it was built from
+/// (for the kubelets' reviews' client, [`crate::webhook::Webhook::connect`]) and the
+/// cluster's URL.
+pub async fn connect(path: &Path) -> Result<(kube::Client, kube::Config, String), ExternalError> {
     let kubeconfig =
         kube::config::Kubeconfig::read_from(path).map_err(|source| ExternalError::Kubeconfig {
             path: path.to_path_buf(),
@@ -148,10 +150,11 @@ pub async fn connect(path: &Path) -> Result<(kube::Client, String), ExternalErro
             source,
         })?;
     let url = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).map_err(|source| ExternalError::Client {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let client =
+        kube::Client::try_from(config.clone()).map_err(|source| ExternalError::Client {
+            path: path.to_path_buf(),
+            source,
+        })?;
     // Fail now, with the cause, rather than on the first write.
     client
         .apiserver_version()
@@ -160,7 +163,7 @@ pub async fn connect(path: &Path) -> Result<(kube::Client, String), ExternalErro
             path: path.to_path_buf(),
             source,
         })?;
-    Ok((client, url.trim_end_matches('/').to_string()))
+    Ok((client, config, url.trim_end_matches('/').to_string()))
 }
 
 /// The cluster's client CA (`client-ca-file` of `kube-system/extension-apiserver-authentication`),

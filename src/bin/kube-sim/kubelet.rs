@@ -252,6 +252,15 @@ impl Kubelets {
         }
     }
 
+    /// Connections the kubelets opened to the API server for their reviews (webhook mode;
+    /// 0 otherwise).
+    pub fn review_connections(&self) -> u64 {
+        match &self.shared.auth {
+            KubeletAuth::Webhook(w) => w.connections(),
+            KubeletAuth::Local(_) => 0,
+        }
+    }
+
     /// How many kubelets run.
     pub fn len(&self) -> usize {
         self.slots.read().map(|s| s.len()).unwrap_or(0)

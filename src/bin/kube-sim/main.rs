@@ -190,6 +190,8 @@ enum StartError {
     Flag { flag: &'static str, reason: String },
     #[error(transparent)]
     External(#[from] external::ExternalError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
     #[error("a thread building the initial objects panicked")]
     LoadPanicked,
     #[error(
@@ -529,7 +531,7 @@ async fn run_external(args: Args, setup: Setup, kubeconfig: PathBuf) -> Result<(
             reason: "the aggregation layer is kube-sim's API server's, which --external-apiserver does not run".into(),
         });
     }
-    let (client, cluster) = external::connect(&kubeconfig).await?;
+    let (client, config, cluster) = external::connect(&kubeconfig).await?;
     let ext = Arc::new(External::new(
         client.clone(),
         cluster.clone(),
@@ -546,7 +548,7 @@ async fn run_external(args: Args, setup: Setup, kubeconfig: PathBuf) -> Result<(
         tracing::info!(objects = cleaned, "a previous run's objects deleted");
     }
     let client_ca = external::client_ca(&client).await;
-    let webhook = Arc::new(webhook::Webhook::new(client, client_ca));
+    let webhook = Arc::new(webhook::Webhook::connect(&config, client_ca)?);
     let kubelets = Arc::new(Kubelets::new(
         Arc::clone(&setup.model),
         Arc::clone(&setup.pki),

@@ -16,17 +16,28 @@
 //!
 //! Each kubelet has its own cache, as each real kubelet has, so thousands of kubelets never
 //! share a lock.
+//!
+//! Reviews travel over HTTP/2, as a kubelet's client-go talks to kube-apiserver: a running
+//! kubelet sends them on the connection it already holds, so a review costs no TLS handshake.
+//! Over kube's default HTTP/1.1 pool, every review in flight at once needed a connection of
+//! its own: a first tick of metrics-bridge (1,024 scrapes in flight) opened about one per
+//! two kubelets, each a handshake on both simulators (BENCHMARKS.md, "First tick").
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes as SarResource, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
+use kube::client::ConfigExt as _;
 use metrics_bridge::https::ConnInfo;
 
 use crate::auth::{ResourceAttributes, UserInfo, bearer, certificate_user};
@@ -46,14 +57,47 @@ pub enum WebhookError {
     TokenReview(#[source] kube::Error),
     #[error("SubjectAccessReview failed: {0}")]
     SubjectAccessReview(#[source] kube::Error),
+    #[error("building the reviews' client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("building the reviews' client: invalid tls-server-name {name:?}: {source}")]
+    ServerName {
+        name: String,
+        #[source]
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
 }
 
 /// Reviews credentials and requests against an API server for the kubelets.
 pub struct Webhook {
+    /// HTTP/2 to the API server (see the module's doc).
     client: kube::Client,
     /// The cluster's client CA, if kube-sim could read it.
     client_ca: Option<ClientCaBundle>,
-    reviews: std::sync::atomic::AtomicU64,
+    reviews: AtomicU64,
+    /// TCP connections the client opened.
+    connections: Arc<AtomicU64>,
+}
+
+/// The TCP connector of the reviews' client, counting the connections it opens.
+#[derive(Clone)]
+struct CountingConnector {
+    inner: HttpConnector,
+    opened: Arc<AtomicU64>,
+}
+
+impl tower::Service<Uri> for CountingConnector {
+    type Response = <HttpConnector as tower::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.inner.call(uri)
+    }
 }
 
 /// One credential's cached answers.
@@ -87,22 +131,72 @@ pub enum Authenticated {
 }
 
 impl Webhook {
-    pub fn new(client: kube::Client, client_ca: Option<ClientCaBundle>) -> Webhook {
-        Webhook {
-            client,
+    /// Reviews against the API server `config` names, over HTTP/2 with `config`'s TLS and
+    /// credentials; no connection is opened before the first review.
+    pub fn connect(
+        config: &kube::Config,
+        client_ca: Option<ClientCaBundle>,
+    ) -> Result<Webhook, WebhookError> {
+        let tls = config
+            .rustls_client_config()
+            .map_err(WebhookError::Client)?;
+        let connections = Arc::new(AtomicU64::new(0));
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        let tcp = CountingConnector {
+            inner: tcp,
+            opened: Arc::clone(&connections),
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        // As kube's own connector: a kubeconfig's tls-server-name replaces the URL's host.
+        let builder =
+            match &config.tls_server_name {
+                Some(name) => {
+                    let server_name = rustls_pki_types::ServerName::try_from(name.clone())
+                        .map_err(|source| WebhookError::ServerName {
+                            name: name.clone(),
+                            source,
+                        })?;
+                    builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                        server_name,
+                    ))
+                }
+                None => builder,
+            };
+        let https = builder.enable_http2().wrap_connector(tcp);
+        let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(https);
+        let service = tower::ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(config.auth_layer().map_err(WebhookError::Client)?)
+            // The token layer's errors are boxed; the client's must be too.
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
+            .service(http);
+        Ok(Webhook {
+            client: kube::Client::new(service, config.default_namespace.clone()),
             client_ca,
-            reviews: std::sync::atomic::AtomicU64::new(0),
-        }
+            reviews: AtomicU64::new(0),
+            connections,
+        })
     }
 
     /// Reviews sent so far (TokenReviews and SubjectAccessReviews), for `/sim/info`.
     pub fn reviews(&self) -> u64 {
-        self.reviews.load(std::sync::atomic::Ordering::Relaxed)
+        self.reviews.load(Ordering::Relaxed)
+    }
+
+    /// Connections opened to the API server for reviews so far, for `/sim/info`.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     fn count(&self) {
-        self.reviews
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reviews.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Authenticates by client certificate (against the cluster's client CA) or bearer token
