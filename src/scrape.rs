@@ -66,6 +66,11 @@ pub const DEFAULT_METRICS_PATH: &str = "/metrics/resource";
 const SPREAD_PER_NODE: Duration = Duration::from_millis(8);
 const SPREAD_MAX: Duration = Duration::from_secs(2);
 
+/// Kubelets connected to at once by [`Scraper::warm_up`]: few, so that the handshakes leave
+/// most of the CPU to the pod list it overlaps (decoded on the same threads, served by the
+/// same API server).
+const WARM_UP_CONCURRENCY: usize = 32;
+
 /// Why the scraper could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
@@ -234,6 +239,17 @@ impl ScrapeConfig {
         self.resolution
             .saturating_mul(2)
             .max(Duration::from_secs(90))
+    }
+
+    /// The nodes in a tick's order, each with its offset in the tick.
+    fn schedule(&self, nodes: Vec<Arc<NodeInfo>>) -> Vec<(Duration, Arc<NodeInfo>)> {
+        let window = self.spread_window(nodes.len());
+        let mut schedule: Vec<(Duration, Arc<NodeInfo>)> = nodes
+            .into_iter()
+            .map(|n| (spread_offset(&n.name, window), n))
+            .collect();
+        schedule.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        schedule
     }
 
     /// The window requests are spread over for `nodes` nodes (see the module docs).
@@ -450,6 +466,41 @@ impl Scraper {
         }
     }
 
+    /// Connects to the kubelets ahead of the first tick: TCP and TLS handshakes, no request,
+    /// in the tick's order, [`WARM_UP_CONCURRENCY`] at once, as many as the idle budget
+    /// holds; the connections wait in the pool for their node's first scrape. Meant for the
+    /// wait for the pod cache (see `server::run_scraper`), which at 20,000 nodes lasts about
+    /// 20 s: a first tick that opens every connection itself does a full handshake per node
+    /// on both ends inside its window. A kubelet that cannot be reached is left for the tick
+    /// to report. Returns how many connections were opened.
+    pub async fn warm_up(&self) -> usize {
+        use futures::StreamExt as _;
+        let shared = &self.shared;
+        let nodes = shared.cluster.nodes();
+        // Sizes the TLS session cache for the nodes, as each tick does.
+        shared.client.tick_housekeeping(nodes.len());
+        let schedule = shared.config.schedule(nodes);
+        let opened = std::sync::atomic::AtomicUsize::new(0);
+        futures::stream::iter(schedule)
+            .take(shared.config.max_idle_connections)
+            .for_each_concurrent(WARM_UP_CONCURRENCY, |(_, node)| {
+                let opened = &opened;
+                async move {
+                    let Ok((url, _)) = kubelet_url(&node, &shared.config) else {
+                        return;
+                    };
+                    let connect = shared.client.preconnect(&url);
+                    if let Ok(Ok(true)) =
+                        tokio::time::timeout(shared.config.request_timeout, connect).await
+                    {
+                        opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        opened.into_inner()
+    }
+
     /// Scrapes every node once, spread over the window, and waits for all of them.
     pub async fn tick(&self) -> TickSummary {
         let shared = &self.shared;
@@ -460,12 +511,7 @@ impl Scraper {
 
         let nodes = shared.cluster.nodes();
         shared.client.tick_housekeeping(nodes.len());
-        let window = shared.config.spread_window(nodes.len());
-        let mut schedule: Vec<(Duration, Arc<NodeInfo>)> = nodes
-            .into_iter()
-            .map(|n| (spread_offset(&n.name, window), n))
-            .collect();
-        schedule.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        let schedule = shared.config.schedule(nodes);
 
         let mut tasks: JoinSet<bool> = JoinSet::new();
         let mut succeeded = 0;

@@ -330,6 +330,11 @@ async fn flagged(mut rx: watch::Receiver<bool>) {
 /// (560,000 at 20,000 nodes) decodes on the scraping threads, and a first tick run beside
 /// it, every node a fresh TLS handshake, timed out half the nodes. Nothing is lost by
 /// waiting: the metrics API answers only once both caches have synced anyway.
+///
+/// Meanwhile, once the nodes are known, the scraper connects to their kubelets
+/// ([`Scraper::warm_up`]), so that the first tick finds them connected. The first tick never
+/// waits for that: it starts as soon as the pods have synced, and connections not yet opened
+/// are left to it.
 pub async fn run_scraper(
     scraper: Scraper,
     cluster: Arc<ClusterState>,
@@ -337,10 +342,30 @@ pub async fn run_scraper(
 ) {
     tokio::pin!(stop);
     let mut poll = tokio::time::interval(Duration::from_millis(50));
-    while !(cluster.nodes_synced() && cluster.pods_synced()) {
+    let synced = || cluster.nodes_synced() && cluster.pods_synced();
+    while !cluster.nodes_synced() {
         tokio::select! {
             _ = poll.tick() => {}
             () = &mut stop => return,
+        }
+    }
+    if !synced() {
+        let started = std::time::Instant::now();
+        let warm_up = scraper.warm_up();
+        tokio::pin!(warm_up);
+        let mut warming = true;
+        while !synced() {
+            tokio::select! {
+                opened = &mut warm_up, if warming => {
+                    warming = false;
+                    tracing::info!(opened, took = ?started.elapsed(), "kubelet connections opened while the pod cache syncs");
+                }
+                _ = poll.tick() => {}
+                () = &mut stop => return,
+            }
+        }
+        if warming {
+            tracing::info!(pool = ?scraper.pool_stats(), took = ?started.elapsed(), "the pod cache synced while kubelet connections were being opened; the first tick opens the rest");
         }
     }
     scraper.run(stop).await;

@@ -1270,3 +1270,59 @@ async fn with_fewer_idle_connections_than_nodes_every_node_is_scraped_and_reconn
     assert!(check_against_expected(&sim, c, |_| false).await > 0);
     assert_eq!(c.scrape_stats.totals().requests_failed, 0);
 }
+
+/// Warming up (what the scraper does while the pod cache syncs) connects to the kubelets in
+/// the first tick's order, as many as the idle budget holds, without a request; the first
+/// tick then reuses every one of those connections instead of handshaking inside its window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_connects_kubelets_within_the_budget_and_the_first_tick_reuses_them() {
+    const NODES: usize = 12;
+    const BUDGET: usize = 8;
+    let sim = support::KubeSim::start(&["--nodes", "12", "--pods-per-node", "3"]);
+    let budget = format!("--kubelet-max-idle-connections={BUDGET}");
+    let pipeline = support::Pipeline::start(&sim, &[&budget]).await;
+    let c = &pipeline.c;
+    assert_eq!(c.cluster.node_count(), NODES);
+    let scraper = pipeline.scraper();
+    let kubelet_requests = || async {
+        sim.admin("GET", "/sim/info").await.json()["kubeletRequests"]
+            .as_u64()
+            .unwrap()
+    };
+    let requests_before = kubelet_requests().await;
+
+    assert_eq!(scraper.warm_up().await, BUDGET);
+    let warmed = scraper.pool_stats();
+    assert_eq!(
+        (warmed.opened, warmed.resumed, warmed.reused, warmed.idle),
+        (BUDGET as u64, 0, 0, BUDGET),
+        "{warmed:?}"
+    );
+    assert_eq!(sockets_to_kubelets(sim.kubelet_port), BUDGET);
+    assert_eq!(kubelet_requests().await, requests_before, "no request sent");
+    // With the budget full, warming up again connects to nothing.
+    assert_eq!(scraper.warm_up().await, 0);
+    assert_eq!(scraper.pool_stats().opened, BUDGET as u64);
+
+    assert_eq!(scraper.tick().await.succeeded, NODES);
+    let first = scraper.pool_stats();
+    assert_eq!(
+        first.reused, BUDGET as u64,
+        "every warmed connection served its node's first scrape: {first:?}"
+    );
+    assert_eq!(
+        first.opened - warmed.opened,
+        (NODES - BUDGET) as u64,
+        "{first:?}"
+    );
+    assert_eq!(
+        kubelet_requests().await - requests_before,
+        NODES as u64,
+        "one request per node, in the tick"
+    );
+    // A second tick gives the CPU rates; the numbers are kube-sim's.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(scraper.tick().await.succeeded, NODES);
+    assert!(check_against_expected(&sim, c, |_| false).await > 0);
+    assert_eq!(c.scrape_stats.totals().requests_failed, 0);
+}

@@ -335,6 +335,21 @@ impl KubeletClient {
         Ok(sender)
     }
 
+    /// Connects to `url`'s kubelet ahead of its first scrape (TCP, TLS and HTTP/1.1
+    /// handshakes, no request) and keeps the connection idle for it. Does nothing when a
+    /// connection to it is held or the budget is full; returns whether it connected.
+    pub(crate) async fn preconnect(&self, url: &Uri) -> Result<bool, NodeScrapeError> {
+        let Some(address) = url.authority() else {
+            return Ok(false);
+        };
+        if self.pool.holds_or_full(address) {
+            return Ok(false);
+        }
+        let sender = self.connect(url).await?;
+        self.pool.put(address.clone(), sender);
+        Ok(true)
+    }
+
     /// Sends `request` on the address's idle connection if it has a live one, else on a new
     /// connection; returns the response and the connection, to give back once the body is
     /// read.

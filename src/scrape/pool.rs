@@ -155,6 +155,13 @@ impl IdlePool {
             .then_some(entry.sender)
     }
 
+    /// Whether a connection to `address` is held idle, or the budget has no room for one:
+    /// either way, connecting ahead of a scrape would add nothing.
+    pub(crate) fn holds_or_full(&self, address: &Authority) -> bool {
+        let lru = self.lock();
+        lru.by_address.contains_key(address) || lru.by_address.len() >= self.budget
+    }
+
     /// Gives back a connection whose exchange finished. When the budget is used up, this
     /// connection, the most recently used, is the one closed (see [`IdlePool`]); connections
     /// idle past the timeout are closed too.
