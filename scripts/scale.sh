@@ -35,8 +35,9 @@
 # the others (taskset), so tick durations measure metrics-bridge, not its competition for cores.
 # --pin also moves DAMON's kernel thread (kdamond, active on this VM) off metrics-bridge's CPU for
 # the run: it ran up to 4 ms at a time there, 61 times in 20 s, delaying the API's threads.
-# --wrk-rt runs wrk (and the second HPA client) at real-time priority (chrt -f 50), so its own pacing and timing are not
-# delayed by the simulator on the same CPU: what it measures is then the server and the VM.
+# --wrk-rt runs the HPA query's wrk and second client at real-time priority (chrt -f 50), so
+# their own pacing and timing are not delayed by the simulator on the same CPU: what they
+# measure is then the server and the VM. (`top pod -A`'s wrk stays at normal priority.)
 #
 # Builds both binaries first (cargo build --release) unless --no-build; uses
 # $CARGO_TARGET_DIR (or ./target). Everything it writes goes to --out (default a fresh
@@ -331,11 +332,13 @@ ALL_CURL=$(on_sim_cpus curl -sk -o "$OUT/all-pods.json" -w '%{size_download} %{t
 ALL_ITEMS=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$OUT/all-pods.json")
 rm -f "$OUT/all-pods.json"
 
-run_wrk() { # name rate connections seconds accept path
+run_wrk() { # name rate connections seconds accept path [prefix...]
     log "wrk $1: $2 req/s over $3 connections for $4 s"
-    WRK_ACCEPT=$5 WRK_BEARER=$AUTH WRK_RATE=$2 WRK_CONNECTIONS=$3 \
-        on_sim_cpus "${WRK_PREFIX[@]}" wrk -t1 -c"$3" -d"$4"s --timeout 30s -s "$ROOT/scripts/scale/wrk.lua" "$URL$6" >"$OUT/wrk-$1.txt" 2>&1
-    grep '^WRK' "$OUT/wrk-$1.txt"
+    local name=$1 rate=$2 conns=$3 seconds=$4 accept=$5 path=$6
+    shift 6
+    WRK_ACCEPT=$accept WRK_BEARER=$AUTH WRK_RATE=$rate WRK_CONNECTIONS=$conns \
+        on_sim_cpus "$@" wrk -t1 -c"$conns" -d"$seconds"s --timeout 30s -s "$ROOT/scripts/scale/wrk.lua" "$URL$path" >"$OUT/wrk-$name.txt" 2>&1
+    grep '^WRK' "$OUT/wrk-$name.txt"
 }
 # 25 connections (as kube-apiserver's aggregator spreads HPA requests over its pool), each
 # pacing 50 ms, so the service time costs the target rate only a few percent.
@@ -347,7 +350,7 @@ api_histogram() {
         grep '^metrics_bridge_api_request_duration_seconds_bucket{.*verb="list",resource="pods"' >"$1" || true
 }
 api_histogram "$OUT/api-histogram-before.txt"
-HPA_WRK=$(run_wrk hpa "$HPA_RATE" 25 "$HPA_SECONDS" "application/vnd.kubernetes.protobuf, */*" "$HPA_PATH")
+HPA_WRK=$(run_wrk hpa "$HPA_RATE" 25 "$HPA_SECONDS" "application/vnd.kubernetes.protobuf, */*" "$HPA_PATH" "${WRK_PREFIX[@]}")
 LOAD_HPA=$(cut -d' ' -f1-3 /proc/loadavg)
 api_histogram "$OUT/api-histogram-after.txt"
 # A second, independent client for the same query: one kept-alive TLS connection (Python's ssl
@@ -357,6 +360,8 @@ log "second HPA client: $HPA_RATE req/s on one connection for $HPA_SECONDS s"
 printf '%s' "$AUTH" >"$OUT/hpa-client.token"
 HPA_PY=$(on_sim_cpus "${WRK_PREFIX[@]}" python3 "$ROOT/scripts/scale/hpaclient.py" "$URL$HPA_PATH" \
     "$OUT/hpa-client.token" "$HPA_RATE" "$HPA_SECONDS" 2>"$OUT/hpa-client.err" | grep '^PYCLIENT' || true)
+# At normal priority even with --wrk-rt: reading 100+ MB answers back to back, a real-time
+# wrk would take the simulator's CPUs from the kubelets the ticks are scraping meanwhile.
 TOP_WRK=$(run_wrk top 0 1 "$TOP_SECONDS" "application/json" "$ALL_PATH")
 LOAD_TOP=$(cut -d' ' -f1-3 /proc/loadavg)
 
